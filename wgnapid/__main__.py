@@ -1,0 +1,3 @@
+from wgnapid.cli import main
+
+raise SystemExit(main())

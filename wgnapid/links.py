@@ -1,0 +1,282 @@
+"""Where links come from: link dumps, link events (rtnetlink or udev), WireGuard peers.
+
+Link messages are parsed by a minimal rtnetlink reader here rather than by
+pyroute2's message classes: parsing every attribute of every RTM_NEWLINK cost
+about 200-240 us a message with pyroute2 0.7.7/0.9.7 (bench/README.md), while
+the daemon needs three fields (ifindex, name, kind). pyroute2 serves the
+WireGuard generic-netlink query, where its protocol knowledge is the point.
+
+Events are hints: every consumer re-reads the truth from the kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK = 0x1
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x10, 0x300
+IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 18, 1
+IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 0x8
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFINFOMSG = struct.Struct("=BxHiII")
+_RTATTR = struct.Struct("=HH")
+_RECV_SIZE = 1 << 20
+EVENT_RCVBUF = 4 << 20  # big enough for ordinary bursts; overflow is still handled
+
+
+class Overflow(Exception):
+    """The kernel dropped events (ENOBUFS): only a full re-list is correct now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    ifindex: int
+    name: str
+    kind: str  # IFLA_INFO_KIND, "" when the driver has none (e.g. loopback)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    ifindex: int
+    removed: bool
+    link: Link | None  # None when the source only knows the index
+
+
+def netns_id() -> int:
+    """Identity of this process's network namespace (the inode of its nsfs file)."""
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def _attrs(data: memoryview, offset: int, end: int):
+    while offset + 4 <= end:
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < 4:
+            return
+        yield kind & 0x3FFF, offset + 4, offset + length
+        offset += (length + 3) & ~3
+
+
+def parse_link(data: memoryview, offset: int, end: int) -> Link:
+    """Parse one ifinfomsg + attributes (without the nlmsghdr)."""
+    _family, _type, ifindex, _flags, _change = _IFINFOMSG.unpack_from(data, offset)
+    name, kind = "", ""
+    for attr, start, stop in _attrs(data, offset + _IFINFOMSG.size, end):
+        if attr == IFLA_IFNAME:
+            name = bytes(data[start:stop]).split(b"\0", 1)[0].decode(errors="replace")
+        elif attr == IFLA_LINKINFO:
+            for sub, s_start, s_stop in _attrs(data, start, stop):
+                if sub == IFLA_INFO_KIND:
+                    kind = bytes(data[s_start:s_stop]).split(b"\0", 1)[0].decode(errors="replace")
+    return Link(ifindex, name, kind)
+
+
+def _messages(buf: bytes):
+    data = memoryview(buf)
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(buf):
+        length, mtype, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size:
+            return
+        yield mtype, flags, seq, data, offset + _NLMSGHDR.size, offset + length
+        offset += (length + 3) & ~3
+
+
+def _socket(groups: int) -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    sock.bind((0, groups))
+    return sock
+
+
+class Rtnl:
+    """Requests: link dumps and single-link lookups, on their own socket so that
+    replies never interleave with events."""
+
+    def __init__(self) -> None:
+        self.sock = _socket(0)
+        self.sock.settimeout(5)
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _request(self, flags: int, ifindex: int = 0) -> int:
+        self._seq += 1
+        # Skip statistics: they are most of each reply's size and unused here.
+        ext = _RTATTR.pack(8, IFLA_EXT_MASK) + struct.pack("=I", RTEXT_FILTER_SKIP_STATS)
+        body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0) + ext
+        hdr = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK, flags, self._seq, 0)
+        self.sock.send(hdr + body)
+        return self._seq
+
+    def dump(self) -> tuple[list[Link], bool]:
+        """One link dump: (links, interrupted). An interrupted dump (NLM_F_DUMP_INTR:
+        links changed meanwhile) may miss links."""
+        seq = self._request(NLM_F_REQUEST | NLM_F_DUMP)
+        links: list[Link] = []
+        interrupted = False
+        while True:
+            for mtype, flags, mseq, data, start, end in _messages(self.sock.recv(_RECV_SIZE)):
+                if mseq != seq:
+                    continue
+                interrupted |= bool(flags & NLM_F_DUMP_INTR)
+                if mtype == NLMSG_DONE:
+                    return links, interrupted
+                if mtype == NLMSG_ERROR:
+                    (err,) = struct.unpack_from("=i", data, start)
+                    if err:
+                        raise OSError(-err, os.strerror(-err))
+                elif mtype == RTM_NEWLINK:
+                    links.append(parse_link(data, start, end))
+
+    def dump_consistent(self, attempts: int = 5) -> tuple[list[Link], bool]:
+        """Repeat the dump while the kernel says it raced changes. Returns
+        (links, consistent); after the last attempt the possibly incomplete list
+        is returned, and the caller's next resync completes it."""
+        for _ in range(attempts):
+            links, interrupted = self.dump()
+            if not interrupted:
+                return links, True
+        return links, False
+
+    def get(self, ifindex: int) -> Link | None:
+        """The link with this index now, or None when it does not exist."""
+        seq = self._request(NLM_F_REQUEST, ifindex)
+        while True:
+            for mtype, _flags, mseq, data, start, end in _messages(self.sock.recv(_RECV_SIZE)):
+                if mseq != seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    (err,) = struct.unpack_from("=i", data, start)
+                    if err in (-errno.ENODEV, -errno.ENOENT):
+                        return None
+                    raise OSError(-err, os.strerror(-err))
+                if mtype == RTM_NEWLINK:
+                    return parse_link(data, start, end)
+
+
+class NetlinkSource:
+    """Link events from rtnetlink, subscribed to RTMGRP_LINK only."""
+
+    name = "netlink"
+
+    def __init__(self, rtnl: Rtnl) -> None:
+        self.sock = _socket(RTMGRP_LINK)
+        try:
+            # SO_RCVBUFFORCE (root) can exceed net.core.rmem_max.
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, EVENT_RCVBUF)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EVENT_RCVBUF)
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read(self) -> list[LinkEvent]:
+        """Everything pending now. Raises Overflow when events were lost."""
+        events: list[LinkEvent] = []
+        while True:
+            try:
+                buf = self.sock.recv(_RECV_SIZE)
+            except BlockingIOError:
+                return events
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    raise Overflow() from None
+                raise
+            for mtype, _flags, _seq, data, start, end in _messages(buf):
+                if mtype == RTM_NEWLINK or mtype == RTM_DELLINK:
+                    link = parse_link(data, start, end)
+                    events.append(LinkEvent(link.ifindex, mtype == RTM_DELLINK, link))
+
+
+class UdevSource:
+    """Link events from kernel uevents (SUBSYSTEM=net) through pyudev.
+
+    Kernel uevents rather than udevd's re-broadcast: they reach listeners in
+    every network namespace (udevd's only in its own) and do not depend on
+    udevd running. WireGuard names are chosen by whoever creates the link, so
+    udev renaming rules do not apply; a rename emits an event of its own.
+    DEVTYPE gives the kind where the driver sets one (WireGuard does); veth
+    and tun carry none, so the kind is then asked of rtnetlink.
+    """
+
+    name = "udev"
+
+    def __init__(self, rtnl: Rtnl) -> None:
+        import pyudev
+
+        self._rtnl = rtnl
+        self.monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
+        self.monitor.filter_by("net")
+        try:
+            self.monitor.set_receive_buffer_size(EVENT_RCVBUF)
+        except (OSError, EnvironmentError):
+            pass
+        self.monitor.start()
+
+    def fileno(self) -> int:
+        return self.monitor.fileno()
+
+    def close(self) -> None:
+        # pyudev has no close(); dropping the monitor frees the socket.
+        self.monitor = None
+
+    def read(self) -> list[LinkEvent]:
+        events: list[LinkEvent] = []
+        while True:
+            try:
+                device = self.monitor.poll(timeout=0)
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    raise Overflow() from None
+                raise
+            if device is None:
+                return events
+            props = device.properties
+            try:
+                ifindex = int(props.get("IFINDEX", ""))
+            except ValueError:
+                continue
+            if device.action == "remove":
+                events.append(LinkEvent(ifindex, True, None))
+                continue
+            name, devtype = props.get("INTERFACE", ""), props.get("DEVTYPE")
+            if devtype and name:
+                events.append(LinkEvent(ifindex, False, Link(ifindex, name, devtype)))
+            else:
+                events.append(LinkEvent(ifindex, False, None))  # kind asked of rtnetlink
+
+
+def wireguard_peer_count(ifname: str) -> int | None:
+    """Peers of a WireGuard link (WG_CMD_GET_DEVICE), or None when it cannot be asked."""
+    try:
+        from pyroute2 import WireGuard
+    except ImportError:
+        return None
+    try:
+        wg = WireGuard()
+    except Exception:
+        return None
+    try:
+        peers = 0
+        for msg in wg.info(ifname):
+            peers += len(msg.get_attr("WGDEVICE_A_PEERS") or [])
+        return peers
+    except Exception:
+        return None
+    finally:
+        try:
+            wg.close()
+        except Exception:
+            pass

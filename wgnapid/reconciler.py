@@ -1,0 +1,287 @@
+"""Per-link state machine: what each link should get, what it has, what to do.
+
+Level-triggered: every evaluation reads the kernel's value first; events only
+say *when* to look. The same code serves the daemon, `apply` and `status`
+(with ``dry_run``, nothing is written).
+"""
+
+from __future__ import annotations
+
+import heapq
+import syslog
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from wgnapid import kernel
+from wgnapid.config import Policy
+from wgnapid.links import Link, wireguard_peer_count
+from wgnapid.log import Log
+from wgnapid.policy import decide
+from wgnapid.sysfs import Outcome, ThreadedAttr
+
+RETRY_FIRST = 0.1  # seconds; doubles up to pending_max_delay
+
+# Link states (docs/DESIGN.md).
+THREADED, OFF, WAITING, HELD, NATIVE, FAILED = "threaded", "off", "waiting", "held", "native", "failed"
+IGNORED, UNMATCHED, GONE, PENDING = "ignored", "unmatched", "gone", "pending"
+# States that count as "as wanted" for `apply`'s exit code.
+SATISFIED = {THREADED, OFF, WAITING, HELD, NATIVE, IGNORED, UNMATCHED, GONE}
+
+_PRIORITY = {
+    THREADED: syslog.LOG_INFO,
+    OFF: syslog.LOG_INFO,
+    WAITING: syslog.LOG_INFO,
+    HELD: syslog.LOG_NOTICE,
+    NATIVE: syslog.LOG_INFO,
+    FAILED: syslog.LOG_ERR,
+    GONE: syslog.LOG_INFO,
+    IGNORED: syslog.LOG_DEBUG,
+    UNMATCHED: syslog.LOG_DEBUG,
+}
+
+
+@dataclass(slots=True)
+class LinkState:
+    ifindex: int
+    name: str
+    kind: str
+    rule: str | None = None
+    wanted: str = "ignore"
+    state: str = ""
+    reason: str = ""
+    before: int | None = None  # value read at the first look in this evaluation
+    current: int | None = None
+    written: bool = False  # wgnapid wrote this link's value since it appeared
+    changed: bool = False  # the last evaluation wrote a new value
+    retry_delay: float = 0.0
+    retry_at: float | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "ifindex": self.ifindex,
+            "kind": self.kind,
+            "rule": self.rule,
+            "wanted": self.wanted,
+            "current": self.current,
+            "state": self.state,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Stats:
+    evaluations: int = 0
+    writes: int = 0
+    resyncs: int = 0
+    overflows: int = 0
+    counts: Counter = field(default_factory=Counter)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        policy: Policy,
+        log: Log,
+        *,
+        attr: ThreadedAttr | None = None,
+        verdict: kernel.Verdict | None = None,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        peer_count: Callable[[str], int | None] = wireguard_peer_count,
+    ):
+        self.policy = policy
+        self.log = log
+        self.attr = attr or ThreadedAttr()
+        self.verdict = verdict or kernel.running_verdict()
+        self.dry_run = dry_run
+        self.clock = clock
+        self.peer_count = peer_count
+        self.links: dict[int, LinkState] = {}  # by ifindex, within this namespace
+        self.native = False
+        self.stats = Stats()
+        self._retries: list[tuple[float, int]] = []
+
+    # -- evaluation -------------------------------------------------------
+
+    def observe(self, link: Link, *, new: bool = False) -> LinkState:
+        """Evaluate one link now. ``new``: first seen after start-up (an event)."""
+        st = self.links.get(link.ifindex)
+        if st is None:
+            st = self.links[link.ifindex] = LinkState(link.ifindex, link.name, link.kind)
+        elif st.name != link.name or st.kind != link.kind:
+            st.name, st.kind = link.name, link.kind
+        self.stats.evaluations += 1
+        decision = decide(self.policy, st.name, st.kind)
+        st.rule, st.wanted = decision.rule, decision.wanted
+        st.changed = False
+        if st.wanted == "ignore":
+            st.before = st.current = None
+            self._settle(st, IGNORED if st.rule else UNMATCHED)
+            return st
+
+        read = self.attr.read(st.name)
+        if read.outcome is not Outcome.OK:
+            return self._fail_or_gone(st, read)
+        st.before = st.current = read.value
+        want = 1 if st.wanted == "on" else 0
+
+        if st.wanted == "on" and st.kind == "wireguard":
+            if not self.native and new and not st.written and read.value == 1:
+                self._detect_native(st)
+            if self.native:
+                reason = "" if read.value == 1 else "the kernel-native link reads 0; not written"
+                return self._settle(st, NATIVE, reason)
+            if kernel.guard_holds(self.policy.daemon.kernel_guard, self.verdict, st.kind):
+                return self._settle(st, HELD, self.verdict.reason)
+
+        if read.value == want:
+            return self._settle(st, THREADED if want else OFF)
+        if self.dry_run:
+            return self._settle(st, PENDING, f"reads {read.value}, wanted {want}")
+
+        drifted = st.state in (THREADED, OFF)
+        result = self.attr.write(st.name, want)
+        self.stats.writes += 1
+        if result.outcome is Outcome.NOT_SETTABLE:
+            reason = (
+                "no NAPI instance yet: waiting for the first peer"
+                if st.kind == "wireguard"
+                else "no NAPI instance yet: link down, or GRO off"
+            )
+            return self._settle(st, WAITING, reason)
+        if result.outcome is not Outcome.OK:
+            return self._fail_or_gone(st, result)
+        st.written = st.changed = True
+        # The truth is what the kernel says afterwards, not what was written.
+        check = self.attr.read(st.name)
+        if check.outcome is not Outcome.OK:
+            return self._fail_or_gone(st, check)
+        st.current = check.value
+        if check.value != want:
+            return self._settle(st, FAILED, f"wrote {want} but reads {check.value}")
+        if drifted:
+            # Someone (or the kernel, on kthread failure) changed it: say so once.
+            self.log.link(
+                f"link-{st.state}",
+                syslog.LOG_NOTICE,
+                f"re-asserted threaded={want} (it had been changed to {read.value})",
+                name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state,
+            )
+        return self._settle(st, THREADED if want else OFF)
+
+    def _detect_native(self, st: LinkState) -> None:
+        # Threaded while peerless and never written by us: only the kernel can
+        # do that (6.16+ sets it in wg_newlink), see KERNEL-FACTS.md.
+        if self.peer_count(st.name) == 0:
+            self.native = True
+            self.log.info(
+                "kernel-native",
+                f"the kernel threads WireGuard links itself ({st.name} was threaded before it "
+                "had a peer); wgnapid only verifies them from now on",
+            )
+
+    def _fail_or_gone(self, st: LinkState, result) -> LinkState:
+        if result.outcome is Outcome.GONE:
+            self.remove(st.ifindex)
+            st.state = GONE
+            return st
+        return self._settle(st, FAILED, result.detail)
+
+    def _settle(self, st: LinkState, state: str, reason: str = "") -> LinkState:
+        if state == WAITING:
+            self._schedule_retry(st)
+        else:
+            st.retry_at, st.retry_delay = None, 0.0
+        if state != st.state or (state == FAILED and reason != st.reason):
+            if st.state:
+                self.stats.counts[st.state] -= 1
+            self.stats.counts[state] += 1
+            st.state, st.reason = state, reason
+            if not self.dry_run:
+                self._log_state(st)
+        st.reason = reason
+        return st
+
+    def _log_state(self, st: LinkState) -> None:
+        rule = f" [rule {st.rule}]" if st.rule else ""
+        text = {
+            THREADED: "threaded NAPI on",
+            OFF: "threaded NAPI off",
+            WAITING: "waiting",
+            HELD: "held by the kernel guard",
+            NATIVE: "threaded by the kernel itself; verifying only",
+            FAILED: "failed",
+            IGNORED: "ignored by policy",
+            UNMATCHED: "no rule matches; left alone",
+        }[st.state]
+        if st.reason:
+            text += f": {st.reason}"
+        self.log.link(
+            f"link-{st.state}", _PRIORITY[st.state], text + rule,
+            name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state,
+        )
+
+    # -- retries ----------------------------------------------------------
+
+    def _schedule_retry(self, st: LinkState) -> None:
+        cap = self.policy.daemon.pending_max_delay
+        st.retry_delay = min(cap, st.retry_delay * 2 if st.retry_delay else min(RETRY_FIRST, cap))
+        st.retry_at = self.clock() + st.retry_delay
+        heapq.heappush(self._retries, (st.retry_at, st.ifindex))
+
+    def next_retry(self) -> float | None:
+        heap = self._retries
+        while heap:
+            due, ifindex = heap[0]
+            st = self.links.get(ifindex)
+            if st is not None and st.retry_at == due:
+                return due
+            heapq.heappop(heap)  # stale: link gone, settled or rescheduled
+        return None
+
+    def retry_due(self) -> None:
+        """Re-evaluate waiting links whose retry time has come."""
+        now = self.clock()
+        while (due := self.next_retry()) is not None and due <= now:
+            _due, ifindex = heapq.heappop(self._retries)
+            st = self.links[ifindex]
+            self.observe(Link(st.ifindex, st.name, st.kind))
+
+    # -- whole sets ---------------------------------------------------------
+
+    def remove(self, ifindex: int, reason: str = "") -> None:
+        st = self.links.pop(ifindex, None)
+        if st is None:
+            return
+        self.stats.counts[st.state] -= 1
+        if not self.dry_run and st.state not in (IGNORED, UNMATCHED):
+            self.log.link(
+                "link-gone", _PRIORITY[GONE], "gone" + (f" ({reason})" if reason else ""),
+                name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE,
+            )
+
+    def sync(self, links: list[Link], complete: bool = True) -> None:
+        """Evaluate every listed link; with a complete list, forget links not in it."""
+        if complete:
+            present = {link.ifindex for link in links}
+            for ifindex in [i for i in self.links if i not in present]:
+                self.remove(ifindex)
+        for link in links:
+            self.observe(link)
+
+    def set_policy(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def summary(self) -> dict[str, int]:
+        return {state: n for state, n in self.stats.counts.items() if n > 0}
+
+    def summary_text(self) -> str:
+        c = self.stats.counts
+        parts = [f"{c[THREADED]} threaded", f"{c[WAITING]} waiting for a peer"]
+        for state in (OFF, HELD, NATIVE, FAILED):
+            if c[state]:
+                parts.append(f"{c[state]} {state}")
+        return ", ".join(parts)

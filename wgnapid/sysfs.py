@@ -1,0 +1,160 @@
+"""The one place that reads and writes /sys/class/net/<dev>/threaded.
+
+Kernel behaviour relied on here is in KERNEL-FACTS.md ("Writing
+/sys/class/net/DEV/threaded"): EOPNOTSUPP until the device has a NAPI
+instance, a short write when racing device removal, EINVAL/ENODEV/ENOENT
+when the device is going or gone.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import re
+from dataclasses import dataclass
+
+DEFAULT_ROOT = "/sys/class/net"
+
+# Kernel rule (dev_valid_name): 1-15 bytes, not "." or "..", no "/", ":" or
+# whitespace. Checked before a name is ever joined into a path.
+_IFNAME_RE = re.compile(r"^[^/:\s]{1,15}$")
+
+
+def valid_ifname(name: str) -> bool:
+    return (
+        isinstance(name, str)
+        and name not in (".", "..")
+        and _IFNAME_RE.match(name) is not None
+        and len(name.encode()) <= 15
+    )
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    NOT_SETTABLE = "not-settable"  # EOPNOTSUPP: no NAPI instance yet (no peer)
+    GONE = "gone"  # the link went away under us
+    PERMISSION = "permission"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    value: int | None = None  # what was read, for reads
+    detail: str = ""
+
+
+PERMISSION_HINT = (
+    "needs CAP_NET_ADMIN in the link's network namespace and write access to "
+    "root-owned sysfs: run as root (or grant CAP_DAC_OVERRIDE)"
+)
+
+_GONE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.EINVAL, errno.ENXIO}
+
+
+def _classify(exc: OSError, action: str) -> Result:
+    err = exc.errno
+    if err == errno.EOPNOTSUPP:
+        return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
+    if err in _GONE_ERRNOS:
+        return Result(Outcome.GONE, detail=f"{action}: {os.strerror(err)}")
+    if err in (errno.EPERM, errno.EACCES, errno.EROFS):
+        return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}; {PERMISSION_HINT}")
+    return Result(Outcome.ERROR, detail=f"{action}: {exc.strerror or exc}")
+
+
+class ThreadedAttr:
+    """Reads and writes the `threaded` attribute of links under one sysfs root."""
+
+    def __init__(self, root: str = DEFAULT_ROOT):
+        self.root = root
+
+    def path(self, ifname: str) -> str:
+        if not valid_ifname(ifname):
+            raise ValueError(f"invalid interface name {ifname!r}")
+        return f"{self.root}/{ifname}/threaded"
+
+    def supported(self) -> bool:
+        """Whether this kernel has the attribute at all (5.12+): look at `lo`."""
+        return os.path.exists(f"{self.root}/lo/threaded")
+
+    def read(self, ifname: str) -> Result:
+        try:
+            fd = os.open(self.path(ifname), os.O_RDONLY | os.O_CLOEXEC)
+        except ValueError as exc:
+            return Result(Outcome.ERROR, detail=str(exc))
+        except OSError as exc:
+            return _classify(exc, "read")
+        try:
+            raw = os.read(fd, 16)
+        except OSError as exc:
+            return _classify(exc, "read")
+        finally:
+            os.close(fd)
+        text = raw.strip()
+        if not text.isdigit():
+            return Result(Outcome.ERROR, detail=f"read: unexpected content {raw!r}")
+        return Result(Outcome.OK, value=int(text))
+
+    def write(self, ifname: str, value: int) -> Result:
+        if value not in (0, 1):
+            raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
+        data = b"1\n" if value else b"0\n"
+        try:
+            fd = os.open(self.path(ifname), os.O_WRONLY | os.O_CLOEXEC)
+        except ValueError as exc:
+            return Result(Outcome.ERROR, detail=str(exc))
+        except OSError as exc:
+            return _classify(exc, "open for write")
+        try:
+            # One write: a write racing device removal can return 0 bytes
+            # instead of failing, so anything short is a failure.
+            written = os.write(fd, data)
+        except OSError as exc:
+            return _classify(exc, "write")
+        finally:
+            os.close(fd)
+        if written != len(data):
+            return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
+        return Result(Outcome.OK, value=value)
+
+
+class NapiThreads:
+    """Kernel threads named napi/<dev>-<id>, counted per device.
+
+    One scan of /proc serves every link (status lists many at once). Kernel
+    threads have PPid 2 (kthreadd). The kernel cuts a thread's comm to 15
+    characters, so for long device names the id, or part of the name, is cut.
+    """
+
+    COMM_LEN = 15
+
+    def __init__(self) -> None:
+        self._comms: dict[str, int] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # "pid (comm) state ppid ...": comm may hold spaces or parentheses.
+            lpar, rpar = stat.find(b"("), stat.rfind(b")")
+            comm = stat[lpar + 1 : rpar].decode(errors="replace")
+            if not comm.startswith("napi/"):
+                continue
+            fields = stat[rpar + 2 :].split()
+            if len(fields) >= 2 and fields[1] == b"2":
+                self._comms[comm] = self._comms.get(comm, 0) + 1
+        self._by_dev: dict[str, int] = {}
+        for comm, n in self._comms.items():
+            dev = comm[5:].rpartition("-")[0]
+            self._by_dev[dev] = self._by_dev.get(dev, 0) + n
+
+    def count(self, ifname: str) -> int:
+        prefix = f"napi/{ifname}-"
+        if len(prefix) <= self.COMM_LEN:
+            return self._by_dev.get(ifname, 0)
+        return self._comms.get(prefix[: self.COMM_LEN], 0)

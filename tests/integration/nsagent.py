@@ -1,0 +1,121 @@
+"""A helper that lives inside one test network namespace.
+
+Started by the tests as ``ip netns exec NS python nsagent.py``, so its
+/sys/class/net shows that namespace (ip netns exec remounts sysfs). It answers
+one JSON request per stdin line with one JSON line on stdout, and keeps the
+file descriptors of the tun links it creates: a tun link lives exactly as long
+as its fd. It exits (and so deletes its tun links) when stdin closes.
+
+Standard library only: it must run under either dependency set unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import resource
+import struct
+import sys
+import time
+
+TUNSETIFF = 0x400454CA
+IFF_TUN, IFF_NO_PI, IFF_NAPI = 0x0001, 0x1000, 0x0010
+SYS = "/sys/class/net"
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.tuns: dict[str, int] = {}  # name -> fd
+
+    # -- tun links ----------------------------------------------------------
+
+    def _tun(self, name: str) -> int:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI | IFF_NAPI))
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def tun_create(self, prefix: str, count: int, start: int = 0) -> dict:
+        t0 = time.monotonic()
+        names = []
+        for i in range(start, start + count):
+            name = f"{prefix}{i}"
+            self.tuns[name] = self._tun(name)
+            names.append(name)
+        return {"names": names, "seconds": time.monotonic() - t0}
+
+    def tun_close(self, names: list[str] | None = None) -> dict:
+        names = list(self.tuns) if names is None else names
+        for name in names:
+            fd = self.tuns.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+        return {"closed": len(names)}
+
+    def tun_churn(self, prefix: str, count: int, rounds: int = 1) -> dict:
+        """Create and at once delete tun links, ``count`` at a time, in a tight loop."""
+        t0 = time.monotonic()
+        made = 0
+        for _ in range(rounds):
+            fds = []
+            for i in range(count):
+                fds.append(self._tun(f"{prefix}{i}"))
+                made += 1
+            for fd in fds:
+                os.close(fd)
+        return {"created": made, "seconds": time.monotonic() - t0}
+
+    # -- sysfs ----------------------------------------------------------------
+
+    @staticmethod
+    def _read(name: str):
+        try:
+            with open(f"{SYS}/{name}/threaded") as f:
+                return int(f.read().strip())
+        except OSError as exc:
+            return errno.errorcode.get(exc.errno, str(exc.errno))
+
+    def read(self, names: list[str]) -> dict:
+        return {"values": {name: self._read(name) for name in names}}
+
+    def read_prefix(self, prefix: str) -> dict:
+        names = [n for n in os.listdir(SYS) if n.startswith(prefix)]
+        return {"values": {name: self._read(name) for name in names}}
+
+    def write(self, name: str, value: int) -> dict:
+        try:
+            fd = os.open(f"{SYS}/{name}/threaded", os.O_WRONLY)
+            try:
+                os.write(fd, b"%d\n" % value)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return {"error": errno.errorcode.get(exc.errno, str(exc.errno))}
+        return {"ok": True}
+
+    def links(self) -> dict:
+        return {"names": sorted(os.listdir(SYS))}
+
+
+def main() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    agent = Agent()
+    print(json.dumps({"ready": os.getpid()}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        op = req.pop("op")
+        try:
+            reply = getattr(agent, op)(**req)
+        except OSError as exc:
+            reply = {"error": f"{op}: {errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"}
+        print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    main()

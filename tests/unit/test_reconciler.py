@@ -1,0 +1,547 @@
+"""wgnapid.reconciler.Reconciler against a fake sysfs root, a fake clock and a
+fake WireGuard peer count."""
+
+from __future__ import annotations
+
+import syslog
+
+import pytest
+
+from wgnapid import kernel
+from wgnapid.links import Link
+from wgnapid.log import Log
+from wgnapid.reconciler import RETRY_FIRST, Reconciler
+from wgnapid.sysfs import Outcome, Result, ThreadedAttr
+
+from .helpers import policy, rule
+
+SAFE = kernel.verdict_for("6.12.117+deb12-amd64")
+RISKY = kernel.verdict_for("6.1.0-50-amd64", "Debian 6.1.176-1")
+UNKNOWN = kernel.verdict_for("garbage")
+
+WG = Link(5, "wg0", "wireguard")
+VETH = Link(6, "veth0", "veth")
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Attr(ThreadedAttr):
+    """The real ThreadedAttr on a fake root, recording writes; names in
+    `unsettable` answer EOPNOTSUPP (no NAPI instance yet); `forced` results
+    replace a write's outcome; names in `ignore_writes` accept the write but
+    the kernel keeps its value."""
+
+    def __init__(self, root):
+        super().__init__(root=str(root))
+        self.writes: list[tuple[str, int]] = []
+        self.unsettable: set[str] = set()
+        self.forced: dict[str, Result] = {}
+        self.ignore_writes: set[str] = set()
+
+    def write(self, ifname, value):
+        self.writes.append((ifname, value))
+        if ifname in self.unsettable:
+            return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
+        if ifname in self.forced:
+            return self.forced[ifname]
+        if ifname in self.ignore_writes:
+            return Result(Outcome.OK, value=value)
+        return super().write(ifname, value)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def attr(fakesys):
+    return Attr(fakesys.root)
+
+
+def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, peers=None, **daemon):
+    pol = policy(*(rules or (rule("all", "on"),)), **daemon)
+    peer_calls = []
+
+    def peer_count(name):
+        peer_calls.append(name)
+        return (peers or {}).get(name, 1)
+
+    rec = Reconciler(pol, log, attr=attr, verdict=verdict, dry_run=dry_run, clock=clock,
+                     peer_count=peer_count)
+    rec.peer_calls = peer_calls
+    return rec
+
+
+def state_logs(log, link_name=None):
+    """Per-link state-change entries (not notices such as drift re-asserts)."""
+    return [e for e in log.events if e[0].startswith("link-") and e[1] != syslog.LOG_NOTICE
+            and (link_name is None or e[3].get("interface") == link_name)]
+
+
+# -- the plain path -------------------------------------------------------------------
+
+
+def test_wanted_on_reading_0_is_written_1_and_threaded(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    st = rec.observe(WG)
+    assert st.state == "threaded"
+    assert fakesys.get("wg0") == "1\n"
+    assert attr.writes == [("wg0", 1)]
+    assert (st.before, st.current, st.changed, st.written) == (0, 1, True, True)
+    assert rec.stats.writes == 1
+    assert rec.summary() == {"threaded": 1}
+    (entry,) = rlog.events
+    kind, prio, msg, fields = entry
+    assert kind == "link-threaded" and prio == syslog.LOG_INFO
+    assert msg.startswith("wg0: ")
+    assert fields == {"interface": "wg0", "ifindex": 5, "wgnapid_rule": "all",
+                      "wgnapid_state": "threaded"}
+
+
+def test_already_as_wanted_is_not_written(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock)
+    st = rec.observe(WG)
+    assert st.state == "threaded" and not st.changed
+    assert attr.writes == []
+
+
+def test_wanted_off_reading_1_is_written_0(fakesys, attr, rlog, clock):
+    fakesys.add("veth0", "1\n")
+    rec = make(attr, rlog, clock, rule("v", "off", kinds=["veth"]))
+    assert rec.observe(VETH).state == "off"
+    assert fakesys.get("veth0") == "0\n"
+
+
+def test_re_observing_a_settled_link_logs_nothing_new(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    for _ in range(5):
+        rec.observe(WG)
+    assert len(rlog.events) == 1
+    assert attr.writes == [("wg0", 1)]
+
+
+def test_unmatched_and_ignored_links_are_not_read_or_written(fakesys, attr, rlog, clock):
+    # No file at all: a read would make them "gone".
+    rec = make(attr, rlog, clock, rule("v", "ignore", kinds=["veth"]),
+               rule("wg", "on", kinds=["wireguard"]))
+    assert rec.observe(VETH).state == "ignored"
+    assert rec.observe(Link(7, "eth0", "")).state == "unmatched"
+    assert attr.writes == []
+    assert rlog.kinds() == ["link-ignored", "link-unmatched"]
+    assert all(e[1] == syslog.LOG_DEBUG for e in rlog.events)
+    assert set(rec.links) == {6, 7}
+
+
+def test_stderr_log_line(fakesys, attr, clock, capsys):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, Log("stderr", "debug"), clock)
+    rec.observe(WG)
+    err = capsys.readouterr().err
+    assert err == "wgnapid: info: wg0: threaded NAPI on [rule all]\n"
+
+
+# -- waiting: EOPNOTSUPP, retries ------------------------------------------------------
+
+
+def test_not_settable_waits_and_backs_off_to_the_cap(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.unsettable.add("wg0")
+    rec = make(attr, rlog, clock, pending_max_delay=1.5)
+    st = rec.observe(WG)
+    assert st.state == "waiting"
+    assert "peer" in st.reason
+    assert rec.next_retry() == pytest.approx(clock.t + RETRY_FIRST)
+
+    delays = []
+    for _ in range(9):
+        due = rec.next_retry()
+        clock.t = due
+        rec.retry_due()
+        delays.append(rec.next_retry() - clock.t)
+    assert delays == pytest.approx([0.2, 0.4, 0.8, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5])
+    assert len(attr.writes) == 10
+    assert fakesys.get("wg0") == "0\n"
+    # One state change logged, however many retries.
+    assert state_logs(rlog) == [rlog.events[0]]
+    assert rlog.events[0][0] == "link-waiting"
+    assert rec.summary() == {"waiting": 1}
+
+
+def test_retry_is_not_made_before_it_is_due(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.unsettable.add("wg0")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    due = rec.next_retry()
+    clock.t = due - 0.01
+    rec.retry_due()
+    assert len(attr.writes) == 1
+    assert rec.next_retry() == due
+
+
+def test_cap_below_the_first_delay(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.unsettable.add("wg0")
+    rec = make(attr, rlog, clock, pending_max_delay=0.05)
+    rec.observe(WG)
+    assert rec.next_retry() - clock.t == pytest.approx(0.05)
+    clock.t = rec.next_retry()
+    rec.retry_due()
+    assert rec.next_retry() - clock.t == pytest.approx(0.05)
+
+
+def test_becoming_settable_is_threaded_on_the_next_retry(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.unsettable.add("wg0")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    for _ in range(3):
+        clock.t = rec.next_retry()
+        rec.retry_due()
+    attr.unsettable.clear()  # the first peer was added: no event for that
+    clock.t = rec.next_retry()
+    rec.retry_due()
+    assert rec.links[5].state == "threaded"
+    assert fakesys.get("wg0") == "1\n"
+    assert rec.next_retry() is None
+    assert [e[0] for e in state_logs(rlog)] == ["link-waiting", "link-threaded"]
+    assert rec.summary() == {"threaded": 1}
+
+
+def test_several_waiting_links_are_retried_in_due_order(fakesys, attr, rlog, clock):
+    for name in ("wg0", "wg1"):
+        fakesys.add(name, "0\n")
+        attr.unsettable.add(name)
+    rec = make(attr, rlog, clock)
+    rec.observe(Link(1, "wg0", "wireguard"))
+    clock.t += 0.05
+    rec.observe(Link(2, "wg1", "wireguard"))
+    clock.t = rec.next_retry()  # wg0's
+    rec.retry_due()
+    assert [w[0] for w in attr.writes] == ["wg0", "wg1", "wg0"]
+    clock.t += 1
+    rec.retry_due()
+    assert sorted(w[0] for w in attr.writes[3:]) == ["wg0", "wg1"]
+
+
+def test_a_waiting_link_that_goes_away_has_no_retry(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.unsettable.add("wg0")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    rec.remove(5)
+    assert rec.next_retry() is None
+    clock.t += 100
+    rec.retry_due()
+    assert len(attr.writes) == 1
+
+
+def test_a_waiting_veth_explains_link_down_or_gro(fakesys, attr, rlog, clock):
+    fakesys.add("veth0", "0\n")
+    attr.unsettable.add("veth0")
+    rec = make(attr, rlog, clock)
+    assert "GRO" in rec.observe(VETH).reason
+
+
+# -- failures ---------------------------------------------------------------------------
+
+
+def test_permission_failure(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.forced["wg0"] = Result(Outcome.PERMISSION, detail="write: Operation not permitted; "
+                                "needs CAP_NET_ADMIN")
+    rec = make(attr, rlog, clock)
+    st = rec.observe(WG)
+    assert st.state == "failed"
+    assert "CAP_NET_ADMIN" in st.reason
+    assert rec.next_retry() is None
+    (entry,) = rlog.events
+    assert entry[0] == "link-failed" and entry[1] == syslog.LOG_ERR
+
+
+def test_written_but_the_kernel_still_reads_the_old_value(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.ignore_writes.add("wg0")
+    rec = make(attr, rlog, clock)
+    st = rec.observe(WG)
+    assert st.state == "failed"
+    assert st.reason == "wrote 1 but reads 0"
+
+
+def test_short_write_means_gone(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.forced["wg0"] = Result(Outcome.GONE, detail="short write (0 of 2 bytes)")
+    rec = make(attr, rlog, clock)
+    assert rec.observe(WG).state == "gone"
+    assert 5 not in rec.links
+
+
+# -- kernel guard ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verdict", [RISKY, UNKNOWN], ids=["risky", "unknown"])
+def test_strict_guard_holds_wireguard_and_writes_nothing(fakesys, attr, rlog, clock, verdict):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock, verdict=verdict, kernel_guard="strict")
+    st = rec.observe(WG)
+    assert st.state == "held"
+    assert kernel.CVE in st.reason
+    assert attr.writes == []
+    assert fakesys.get("wg0") == "0\n"
+    assert rlog.events[0][0] == "link-held" and rlog.events[0][1] == syslog.LOG_NOTICE
+
+
+def test_strict_guard_leaves_other_kinds_alone(fakesys, attr, rlog, clock):
+    fakesys.add("veth0", "0\n")
+    rec = make(attr, rlog, clock, verdict=RISKY, kernel_guard="strict")
+    assert rec.observe(VETH).state == "threaded"
+
+
+def test_strict_guard_does_not_stop_turning_wireguard_off(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock, rule("wg", "off", kinds=["wireguard"]), verdict=RISKY,
+               kernel_guard="strict")
+    assert rec.observe(WG).state == "off"
+    assert fakesys.get("wg0") == "0\n"
+
+
+@pytest.mark.parametrize("guard", ["warn", "off"])
+def test_warn_and_off_guard_write(fakesys, attr, rlog, clock, guard):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock, verdict=RISKY, kernel_guard=guard)
+    assert rec.observe(WG).state == "threaded"
+    assert fakesys.get("wg0") == "1\n"
+
+
+def test_strict_guard_on_a_safe_kernel_writes(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock, verdict=SAFE, kernel_guard="strict")
+    assert rec.observe(WG).state == "threaded"
+
+
+# -- kernel-native detection ----------------------------------------------------------------
+
+
+def test_new_peerless_wireguard_reading_1_is_native_and_never_written(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock, peers={"wg0": 0})
+    st = rec.observe(WG, new=True)
+    assert st.state == "native"
+    assert rec.native is True
+    assert rlog.kinds() == ["kernel-native", "link-native"]
+    # Later the link reads 0: still native, still not written.
+    fakesys.set("wg0", "0\n")
+    st = rec.observe(WG)
+    assert st.state == "native"
+    assert "not written" in st.reason
+    assert attr.writes == []
+    assert fakesys.get("wg0") == "0\n"
+    # Another new WireGuard link reading 0 is not written either.
+    fakesys.add("wg1", "0\n")
+    assert rec.observe(Link(9, "wg1", "wireguard"), new=True).state == "native"
+    assert attr.writes == []
+    assert rlog.kinds().count("kernel-native") == 1
+
+
+def test_native_does_not_apply_to_other_kinds(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "1\n")
+    fakesys.add("veth0", "0\n")
+    rec = make(attr, rlog, clock, peers={"wg0": 0})
+    rec.observe(WG, new=True)
+    assert rec.observe(VETH).state == "threaded"
+    assert attr.writes == [("veth0", 1)]
+
+
+@pytest.mark.parametrize("peers", [1, None], ids=["has-a-peer", "cannot-ask"])
+def test_not_native_when_it_has_peers_or_peers_are_unknown(fakesys, attr, rlog, clock, peers):
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock, peers={"wg0": peers})
+    assert rec.observe(WG, new=True).state == "threaded"
+    assert rec.native is False
+
+
+def test_not_native_when_seen_at_start_up(fakesys, attr, rlog, clock):
+    # Not new: wgnapid (an earlier run) or an admin may have set it.
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock, peers={"wg0": 0})
+    assert rec.observe(WG).state == "threaded"
+    assert rec.native is False
+    assert rec.peer_calls == []
+
+
+def test_not_native_when_wgnapid_wrote_it(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock, peers={"wg0": 0})
+    rec.observe(WG)
+    assert rec.observe(WG, new=True).state == "threaded"
+    assert rec.native is False
+
+
+def test_native_takes_precedence_over_the_guard(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock, verdict=UNKNOWN, kernel_guard="strict", peers={"wg0": 0})
+    assert rec.observe(WG, new=True).state == "native"
+
+
+# -- gone ------------------------------------------------------------------------------------
+
+
+def test_a_removed_link_is_gone_and_logged_once(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    fakesys.remove("wg0")
+    st = rec.observe(WG)
+    assert st.state == "gone"
+    assert 5 not in rec.links
+    # The RTM_DELLINK that follows, and the next resync, say nothing more.
+    rec.remove(5)
+    rec.sync([])
+    assert rlog.kinds() == ["link-threaded", "link-gone"]
+    gone = rlog.of("link-gone")[0]
+    assert gone[3]["interface"] == "wg0" and gone[3]["wgnapid_state"] == "gone"
+    assert rec.summary() == {}
+
+
+def test_removal_event_first_then_resync(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    fakesys.remove("wg0")
+    rec.remove(5, "RTM_DELLINK")
+    rec.sync([])
+    assert [e[0] for e in rlog.events] == ["link-threaded", "link-gone"]
+    assert "RTM_DELLINK" in rlog.events[1][2]
+
+
+def test_removing_an_unmatched_link_logs_nothing(attr, rlog, clock):
+    rec = make(attr, rlog, clock, rule("wg", "on", kinds=["wireguard"]))
+    rec.observe(VETH)
+    rec.remove(6)
+    assert rlog.kinds() == ["link-unmatched"]
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+def test_drift_is_re_asserted_with_a_notice(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    fakesys.set("wg0", "0\n")  # an admin, or the kernel after a kthread failure
+    st = rec.observe(WG)
+    assert st.state == "threaded" and st.changed
+    assert fakesys.get("wg0") == "1\n"
+    notices = [e for e in rlog.events if e[1] == syslog.LOG_NOTICE]
+    assert len(notices) == 1
+    assert "re-asserted" in notices[0][2]
+    assert notices[0][3]["interface"] == "wg0"
+    assert len(state_logs(rlog)) == 1  # no second "threaded" state change
+
+
+def test_drift_of_an_off_link(fakesys, attr, rlog, clock):
+    fakesys.add("veth0", "0\n")
+    rec = make(attr, rlog, clock, rule("v", "off"))
+    rec.observe(VETH)
+    fakesys.set("veth0", "1\n")
+    assert rec.observe(VETH).state == "off"
+    assert fakesys.get("veth0") == "0\n"
+    assert sum(e[1] == syslog.LOG_NOTICE for e in rlog.events) == 1
+
+
+def test_first_write_is_not_called_drift(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    assert not any("re-asserted" in e[2] for e in rlog.events)
+
+
+# -- dry run -----------------------------------------------------------------------------------
+
+
+def test_dry_run_is_pending_and_writes_nothing(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    fakesys.add("veth0", "1\n")
+    rec = make(attr, rlog, clock, dry_run=True)
+    st = rec.observe(WG)
+    assert st.state == "pending"
+    assert st.reason == "reads 0, wanted 1"
+    assert rec.observe(VETH).state == "threaded"
+    assert attr.writes == []
+    assert fakesys.get("wg0") == "0\n"
+    assert rlog.events == []
+    assert rec.next_retry() is None
+    assert rec.summary() == {"pending": 1, "threaded": 1}
+
+
+def test_dry_run_still_reports_held(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock, verdict=RISKY, dry_run=True)
+    assert rec.observe(WG).state == "held"
+
+
+# -- sync ---------------------------------------------------------------------------------------
+
+
+def test_complete_sync_forgets_unlisted_links(fakesys, attr, rlog, clock):
+    for name in ("wg0", "wg1", "wg2"):
+        fakesys.add(name, "0\n")
+    links = [Link(1, "wg0", "wireguard"), Link(2, "wg1", "wireguard"), Link(3, "wg2", "wireguard")]
+    rec = make(attr, rlog, clock)
+    rec.sync(links)
+    assert set(rec.links) == {1, 2, 3}
+    rec.sync([links[0], links[2]])
+    assert set(rec.links) == {1, 3}
+    gone = rlog.of("link-gone")
+    assert [e[3]["interface"] for e in gone] == ["wg1"]
+    assert rec.summary() == {"threaded": 2}
+
+
+def test_incomplete_sync_forgets_nothing(fakesys, attr, rlog, clock):
+    for name in ("wg0", "wg1"):
+        fakesys.add(name, "0\n")
+    rec = make(attr, rlog, clock)
+    rec.sync([Link(1, "wg0", "wireguard"), Link(2, "wg1", "wireguard")])
+    rec.sync([Link(1, "wg0", "wireguard")], complete=False)
+    assert set(rec.links) == {1, 2}
+    assert rlog.of("link-gone") == []
+
+
+def test_sync_re_asserts_drift(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    rec.sync([WG])
+    fakesys.set("wg0", "0\n")
+    rec.sync([WG])
+    assert fakesys.get("wg0") == "1\n"
+
+
+def test_a_renamed_link_is_followed_by_ifindex(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    fakesys.add("wg-new", "0\n")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    st = rec.observe(Link(5, "wg-new", "wireguard"))
+    assert st.name == "wg-new" and st.state == "threaded"
+    assert fakesys.get("wg-new") == "1\n"
+    assert set(rec.links) == {5}
+
+
+def test_policy_change_takes_effect_on_the_next_observation(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    rec.observe(WG)
+    rec.set_policy(policy(rule("off", "off")))
+    assert rec.observe(WG).state == "off"
+    assert fakesys.get("wg0") == "0\n"
+    assert rec.summary() == {"off": 1}

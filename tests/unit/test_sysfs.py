@@ -173,8 +173,10 @@ def test_invalid_names_never_reach_a_path(tmp_path, name):
     (root / "a").mkdir()
     (root / "a" / "b").mkdir()
     (root / "a" / "b" / "threaded").write_text("0\n")  # root/a/b/threaded
-    (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "threaded").write_text("0\n")  # root/../x ... (relative trap)
+    (root.parent / "x").mkdir()
+    (root.parent / "x" / "threaded").write_text("0\n")  # root/../x/threaded
+    (root / "abs").mkdir()
+    (root / "abs" / "threaded").write_text("0\n")  # root//abs/threaded
     if name.strip() and "/" not in name:
         try:
             (root / name).mkdir()  # a directory exactly named like the bad name

@@ -38,8 +38,8 @@ def parse_release(release: str, proc_version: str = "") -> tuple[int, int, int] 
     if not m:
         return None
     major, minor, sub = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-    d = _DEBIAN_VERSION_RE.search(proc_version)
-    if d:
+    # The compiler's "Debian 12.2.0" comes first: take the match of this kernel.
+    for d in _DEBIAN_VERSION_RE.finditer(proc_version):
         dmaj, dmin, dsub = (int(x) for x in d.group(1).split("."))
         if (dmaj, dmin) == (major, minor):
             sub = dsub

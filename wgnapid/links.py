@@ -60,21 +60,42 @@ def _attrs(data: memoryview, offset: int, end: int):
         length, kind = _RTATTR.unpack_from(data, offset)
         if length < 4:
             return
-        yield kind & 0x3FFF, offset + 4, offset + length
+        yield kind & 0x3FFF, offset + 4, min(offset + length, end)
         offset += (length + 3) & ~3
 
 
-def parse_link(data: memoryview, offset: int, end: int) -> Link:
-    """Parse one ifinfomsg + attributes (without the nlmsghdr)."""
+def _cstring(data: memoryview, start: int, stop: int) -> str:
+    return bytes(data[start:stop]).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def parse_link(data: memoryview, offset: int, end: int) -> Link | None:
+    """Parse one ifinfomsg + attributes (without the nlmsghdr).
+
+    The hot path of every event and dump: a plain loop that stops as soon as
+    the kind is known (IFLA_LINKINFO comes after IFLA_IFNAME in the kernel's
+    messages), not a walk over every attribute.
+    """
+    if end - offset < _IFINFOMSG.size:
+        return None  # too short to be a link message
     _family, _type, ifindex, _flags, _change = _IFINFOMSG.unpack_from(data, offset)
     name, kind = "", ""
-    for attr, start, stop in _attrs(data, offset + _IFINFOMSG.size, end):
+    unpack = _RTATTR.unpack_from
+    offset += _IFINFOMSG.size
+    while offset + 4 <= end:
+        length, attr = unpack(data, offset)
+        if length < 4:
+            break
+        attr &= 0x3FFF
         if attr == IFLA_IFNAME:
-            name = bytes(data[start:stop]).split(b"\0", 1)[0].decode(errors="replace")
+            name = _cstring(data, offset + 4, min(offset + length, end))
         elif attr == IFLA_LINKINFO:
-            for sub, s_start, s_stop in _attrs(data, start, stop):
+            for sub, s_start, s_stop in _attrs(data, offset + 4, min(offset + length, end)):
                 if sub == IFLA_INFO_KIND:
-                    kind = bytes(data[s_start:s_stop]).split(b"\0", 1)[0].decode(errors="replace")
+                    kind = _cstring(data, s_start, s_stop)
+                    break
+            if name:
+                break
+        offset += (length + 3) & ~3
     return Link(ifindex, name, kind)
 
 
@@ -83,8 +104,8 @@ def _messages(buf: bytes):
     offset = 0
     while offset + _NLMSGHDR.size <= len(buf):
         length, mtype, flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            return
+        if length < _NLMSGHDR.size or offset + length > len(buf):
+            return  # malformed or cut: nothing after it can be trusted
         yield mtype, flags, seq, data, offset + _NLMSGHDR.size, offset + length
         offset += (length + 3) & ~3
 
@@ -133,8 +154,8 @@ class Rtnl:
                     (err,) = struct.unpack_from("=i", data, start)
                     if err:
                         raise OSError(-err, os.strerror(-err))
-                elif mtype == RTM_NEWLINK:
-                    links.append(parse_link(data, start, end))
+                elif mtype == RTM_NEWLINK and (link := parse_link(data, start, end)):
+                    links.append(link)
 
     def dump_consistent(self, attempts: int = 5) -> tuple[list[Link], bool]:
         """Repeat the dump while the kernel says it raced changes. Returns
@@ -158,8 +179,8 @@ class Rtnl:
                     if err in (-errno.ENODEV, -errno.ENOENT):
                         return None
                     raise OSError(-err, os.strerror(-err))
-                if mtype == RTM_NEWLINK:
-                    return parse_link(data, start, end)
+                if mtype == RTM_NEWLINK and (link := parse_link(data, start, end)):
+                    return link
 
 
 class NetlinkSource:
@@ -195,8 +216,9 @@ class NetlinkSource:
                     raise Overflow() from None
                 raise
             for mtype, _flags, _seq, data, start, end in _messages(buf):
-                if mtype == RTM_NEWLINK or mtype == RTM_DELLINK:
-                    link = parse_link(data, start, end)
+                if (mtype == RTM_NEWLINK or mtype == RTM_DELLINK) and (
+                    link := parse_link(data, start, end)
+                ):
                     events.append(LinkEvent(link.ifindex, mtype == RTM_DELLINK, link))
 
 

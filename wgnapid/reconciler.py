@@ -101,6 +101,7 @@ class Reconciler:
         self.peer_count = peer_count
         self.links: dict[int, LinkState] = {}  # by ifindex, within this namespace
         self.native = False
+        self.generation = 0  # bumped on every state change: "is there news to publish?"
         self.stats = Stats()
         self._retries: list[tuple[float, int]] = []
 
@@ -200,6 +201,7 @@ class Reconciler:
                 self.stats.counts[st.state] -= 1
             self.stats.counts[state] += 1
             st.state, st.reason = state, reason
+            self.generation += 1
             if not self.dry_run:
                 self._log_state(st)
         st.reason = reason
@@ -257,6 +259,7 @@ class Reconciler:
         if st is None:
             return
         self.stats.counts[st.state] -= 1
+        self.generation += 1
         if not self.dry_run and st.state not in (IGNORED, UNMATCHED):
             self.log.link(
                 "link-gone", _PRIORITY[GONE], "gone" + (f" ({reason})" if reason else ""),

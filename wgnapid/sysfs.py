@@ -18,14 +18,14 @@ DEFAULT_ROOT = "/sys/class/net"
 
 # Kernel rule (dev_valid_name): 1-15 bytes, not "." or "..", no "/", ":" or
 # whitespace. Checked before a name is ever joined into a path.
-_IFNAME_RE = re.compile(r"^[^/:\s]{1,15}$")
+_IFNAME_RE = re.compile(r"[^/:\s\0]{1,15}")
 
 
 def valid_ifname(name: str) -> bool:
     return (
         isinstance(name, str)
         and name not in (".", "..")
-        and _IFNAME_RE.match(name) is not None
+        and _IFNAME_RE.fullmatch(name) is not None
         and len(name.encode()) <= 15
     )
 
@@ -148,10 +148,15 @@ class NapiThreads:
             fields = stat[rpar + 2 :].split()
             if len(fields) >= 2 and fields[1] == b"2":
                 self._comms[comm] = self._comms.get(comm, 0) + 1
+        # The text after the device's "-" is the NAPI id: digits, possibly cut
+        # (even to nothing) in a 15-character comm. So "napi/wg-long-tu" is
+        # wg-long-tunnel's, not wg-long's.
         self._by_dev: dict[str, int] = {}
         for comm, n in self._comms.items():
-            dev = comm[5:].rpartition("-")[0]
-            self._by_dev[dev] = self._by_dev.get(dev, 0) + n
+            for k, ch in enumerate(comm[5:], start=5):
+                suffix = comm[k + 1 :]
+                if ch == "-" and (suffix.isdigit() or (not suffix and len(comm) == self.COMM_LEN)):
+                    self._by_dev[comm[5:k]] = self._by_dev.get(comm[5:k], 0) + n
 
     def count(self, ifname: str) -> int:
         prefix = f"napi/{ifname}-"

@@ -57,9 +57,9 @@ class Daemon:
         self.config_path = config_path
         self.log = log
         self.verdict = kernel.running_verdict()
-        self.rec = Reconciler(policy, log, verdict=self.verdict)
-        self.rtnl = Rtnl()
         self.netns = netns_id()
+        self.rec = Reconciler(policy, log, verdict=self.verdict, netns=self.netns)
+        self.rtnl = Rtnl()
         self.source = None
         self.sel = selectors.DefaultSelector()
         self.started = time.time()

@@ -91,6 +91,7 @@ class Reconciler:
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
         peer_count: Callable[[str], int | None] = wireguard_peer_count,
+        netns: int = 0,
     ):
         self.policy = policy
         self.log = log
@@ -99,7 +100,11 @@ class Reconciler:
         self.dry_run = dry_run
         self.clock = clock
         self.peer_count = peer_count
-        self.links: dict[int, LinkState] = {}  # by ifindex, within this namespace
+        # One reconciler per network namespace (each has its own sysfs view and
+        # event sources): a link's identity is (netns, ifindex), with the
+        # namespace held here and in every published record.
+        self.netns = netns
+        self.links: dict[int, LinkState] = {}  # by ifindex
         self.native = False
         self.generation = 0  # bumped on every state change: "is there news to publish?"
         self.stats = Stats()

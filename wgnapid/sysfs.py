@@ -79,13 +79,19 @@ class ThreadedAttr:
         """Whether this kernel has the attribute at all (5.12+): look at `lo`."""
         return os.path.exists(f"{self.root}/lo/threaded")
 
-    def read(self, ifname: str) -> Result:
+    def _open(self, ifname: str, flags: int, action: str) -> int | Result:
+        """An fd on the link's attribute, or the Result that explains why not."""
         try:
-            fd = os.open(self.path(ifname), os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(self.path(ifname), flags | os.O_CLOEXEC)
         except ValueError as exc:
             return Result(Outcome.ERROR, detail=str(exc))
         except OSError as exc:
-            return _classify(exc, "read")
+            return _classify(exc, action)
+
+    def read(self, ifname: str) -> Result:
+        fd = self._open(ifname, os.O_RDONLY, "read")
+        if isinstance(fd, Result):
+            return fd
         try:
             raw = os.read(fd, 16)
         except OSError as exc:
@@ -101,12 +107,9 @@ class ThreadedAttr:
         if value not in (0, 1):
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
         data = b"1\n" if value else b"0\n"
-        try:
-            fd = os.open(self.path(ifname), os.O_WRONLY | os.O_CLOEXEC)
-        except ValueError as exc:
-            return Result(Outcome.ERROR, detail=str(exc))
-        except OSError as exc:
-            return _classify(exc, "open for write")
+        fd = self._open(ifname, os.O_WRONLY, "open for write")
+        if isinstance(fd, Result):
+            return fd
         try:
             # One write: a write racing device removal can return 0 bytes
             # instead of failing, so anything short is a failure.

@@ -271,16 +271,7 @@ class KernelTier:
         return self.runs[kernel.release]
 
     def _say(self, text: str) -> None:
-        plugins = self.session.config.pluginmanager
-        reporter = plugins.get_plugin("terminalreporter")
-        capture = plugins.get_plugin("capturemanager")
-        if reporter is None:
-            return
-        if capture is None:
-            reporter.write_line(f"[kernel tier] {text}")
-            return
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[kernel tier] {text}")
+        _announce(self.session, text)
 
     # pytest hook, registered as a plugin by the fixture below.
     def pytest_terminal_summary(self, terminalreporter):
@@ -308,6 +299,21 @@ class KernelTier:
         tr.write_line(f"(also in {path})")
 
 
+def _announce(session, text: str) -> None:
+    """A line on the terminal now, past pytest's output capture."""
+    plugins = session.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
+    if reporter is None:
+        print(f"[kernel tier] {text}")
+        return
+    if capture is None:
+        reporter.write_line(f"[kernel tier] {text}")
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"[kernel tier] {text}")
+
+
 def _fmt(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds:.1f} s"
 
@@ -321,7 +327,7 @@ def kernel_tier(request, tmp_path_factory):
 
 # -- the tests ----------------------------------------------------------------------------
 
-def test_prerequisites():
+def test_prerequisites(request):
     """qemu, vng and both kinds of kernel are there (FAIL in CI, skip elsewhere)."""
     problems = PROBLEMS + ([COLLECT_ERROR] if COLLECT_ERROR else [])
     if not problems:
@@ -329,7 +335,7 @@ def test_prerequisites():
     text = "real-WireGuard tier cannot run: " + "; ".join(problems)
     if IN_CI or COLLECT_ERROR:
         pytest.fail(text, pytrace=False)
-    print(text)
+    _announce(request.session, text + " (skipped: not in CI)")
     pytest.skip(text)
 
 
@@ -351,8 +357,10 @@ def test_guest_scenario(kernel: Kernel, scenario: str, kernel_tier: KernelTier):
         for rep in res["reports"]:
             if rep["outcome"] == "failed":
                 parts.append(f"--- {rep['when']} ---\n{rep['longrepr']}")
-        last = res["reports"][-1]
-        for title, text in last.get("sections", []):
+        sections: dict[str, str] = {}  # each phase repeats the earlier phases' sections
+        for rep in res["reports"]:
+            sections.update((title, text) for title, text in rep.get("sections", []))
+        for title, text in sections.items():
             parts.append(f"--- {title} ---\n{text[-6000:]}")
         parts.append(f"(guest files: {run.outdir})")
         pytest.fail("\n".join(parts), pytrace=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,55 @@ def pytest_collection_modifyitems(config, items):
 # The host harness maps each guest test to a host test. junit XML is written
 # too (for people), but this line-per-report file survives a guest that dies
 # half-way, and carries the captured output and user properties verbatim.
+
+# Every wait in these scenarios has its own deadline; this is the backstop
+# against anything else hanging, so one stuck scenario cannot eat the boot's
+# whole time budget (the host kills the guest after WGNAPID_KERNEL_TIER_TIMEOUT).
+SCENARIO_TIMEOUT = int(os.environ.get("WGNAPID_SCENARIO_TIMEOUT", "240"))
+
+
+class ScenarioTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise ScenarioTimeout(f"scenario still running after {SCENARIO_TIMEOUT} s")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    if not guestlib.IN_GUEST:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(SCENARIO_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, add what the daemon said: its stderr and its journal entries."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (report.failed and guestlib.IN_GUEST):
+        return
+    pool = item.funcargs.get("daemons")
+    if isinstance(pool, guestlib.DaemonPool):
+        daemon = pool.current or (pool.stopped[-1] if pool.stopped else None)
+        if daemon is not None:
+            report.sections.append((f"wgnapid stderr (pid {daemon.proc and daemon.pid})",
+                                    daemon.stderr() or "(empty)"))
+    try:
+        journal = guestlib.run("journalctl", "-o", "short-monotonic", "--no-pager", "-n", "80",
+                               "SYSLOG_IDENTIFIER=wgnapid", check=False, timeout=30).stdout
+    except Exception as e:  # diagnostics must not hide the failure
+        journal = f"(journalctl failed: {e})"
+    report.sections.append(("wgnapid journal (last 80 entries)", journal))
+
 
 def _results_file() -> str | None:
     return os.environ.get("WGNAPID_GUEST_RESULTS")

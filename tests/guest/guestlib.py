@@ -375,14 +375,19 @@ class Daemon:
         return wgnapid_cli(*args, config=self.config, env=self.env, check_rc=check_rc)
 
 
+CLI_SECONDS: list[tuple[str, float]] = []  # (command, seconds) of every CLI run, for the report
+
+
 def wgnapid_cli(*args: str, config: Path | None, env: dict | None = None,
                 check_rc: int | None = 0) -> subprocess.CompletedProcess:
     argv = [str(WGNAPID)]
     if config is not None:
         argv += ["--config", str(config)]
     argv += ["--log-target", "journal", *args]
+    t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT,
                           env=env, stdin=subprocess.DEVNULL)
+    CLI_SECONDS.append((" ".join(args), time.monotonic() - t0))
     if check_rc is not None and proc.returncode != check_rc:
         raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}, expected "
                              f"{check_rc}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")

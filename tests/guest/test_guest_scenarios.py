@@ -87,7 +87,8 @@ def check_first_peer_later(daemon, links, keys, dev: str, net: int, record_prope
 
 # -- scenarios ---------------------------------------------------------------------------
 
-def test_s05_existing_tunnels_at_startup(daemons, links, keys, enforcing_policy, workdir):
+def test_s05_existing_tunnels_at_startup(daemons, links, keys, enforcing_policy, workdir,
+                                         risky, record_property):
     """Tunnels that exist before the daemon: `apply` is idempotent; `run` threads them at start."""
     daemons.stop()
     config = workdir / "s5.toml"
@@ -116,10 +117,18 @@ def test_s05_existing_tunnels_at_startup(daemons, links, keys, enforcing_policy,
     write_threaded("wgx1", "0")
     write_threaded("wgx2", "0")
     daemon = daemons.get(enforcing_policy)
+    record_property("daemon_ready_s", round(daemon.ready_after, 1))
     assert threaded("wgx1") == "1" and threaded("wgx2") == "1", "not threaded at READY=1"
     assert threaded("wgx3") == "0"
     wait_published(daemon, "wgx3", "waiting")
     assert napi_thread_count("wgx1") >= 2 and napi_thread_count("wgx2") >= 1
+    # kernel_guard = "warn" on 6.1: enforced, and said once at start-up.
+    guestlib.journal_sync()
+    cve = [e for e in daemon.journal() if "CVE-2026-52945" in e["MESSAGE"]]
+    if risky:
+        assert len(cve) == 1 and cve[0]["PRIORITY"] == "4", [e["MESSAGE"] for e in cve]
+    else:
+        assert not cve, [e["MESSAGE"] for e in cve]
 
 
 def test_s01_wg_quick_order(daemons, links, keys, enforcing_policy, record_property):
@@ -258,7 +267,7 @@ def test_s08_udev_first_peer_added_later(daemons, links, keys, udev_policy, reco
 
 
 def test_s09_kernel_guard(daemons, links, keys, default_guard_policy, enforcing_policy,
-                          risky, workdir):
+                          risky, workdir, record_property):
     """6.1: held by default, enforced with "warn"; 6.12: enforced by default. doctor on both."""
     release = os.uname().release
     if risky:
@@ -274,6 +283,7 @@ def test_s09_kernel_guard(daemons, links, keys, default_guard_policy, enforcing_
         since = _now_us()
         daemon = daemons.get(default_guard_policy)
         wait_published(daemon, "wgh1", "held")
+        assert daemon.status_file()["kernel_native"] is False
         hold_for("wgh1 stays 0 under the strict guard (resync_interval 1)",
                  lambda: threaded("wgh1") == "0", 2.5)
         status = json.loads(daemon.cli("status", "--json").stdout)
@@ -298,6 +308,8 @@ def test_s09_kernel_guard(daemons, links, keys, default_guard_policy, enforcing_
         assert doctor["kernel"]["guard"] == "strict"
         assert "CVE-2026-52945" in doctor["kernel"]["reason"]
         assert doctor["links"].get("held", 0) >= 1
+        record_property("doctor", f'{doctor["kernel"]["verdict"]} ok={doctor["ok"]} '
+                                  f'problems={doctor["problems"]}')
 
         # Opting in with kernel_guard = "warn" enforces.
         daemons.stop()
@@ -312,6 +324,7 @@ def test_s09_kernel_guard(daemons, links, keys, default_guard_policy, enforcing_
         wg_quick_up(links, "wgh1", keys, peers=1, net=91)
         wait_threaded("wgh1")
         wait_published(daemon, "wgh1", "threaded")
+        assert daemon.status_file()["kernel_native"] is False
         guestlib.journal_sync()
         entries = _entries_since(daemon.journal(), since)
         assert not [e for e in entries if "CVE-2026-52945" in e["MESSAGE"]
@@ -322,6 +335,7 @@ def test_s09_kernel_guard(daemons, links, keys, default_guard_policy, enforcing_
         assert doctor["kernel"]["guard"] == "strict"
         assert doctor["ok"] is True, doctor["problems"]
         assert doctor["links"].get("threaded", 0) >= 1
+        record_property("doctor", f'{doctor["kernel"]["verdict"]} ok={doctor["ok"]}')
 
 
 def test_s10_console_script_journald_sigterm(daemons, enforcing_policy, record_property):
@@ -346,4 +360,6 @@ def test_s10_console_script_journald_sigterm(daemons, enforcing_policy, record_p
     # Every daemon this session stopped exited 0 (and how fast).
     record_property("sigterm_exit_all_s",
                     [round(d.stop_seconds or 0, 3) for d in daemons.stopped])
+    record_property("daemon_ready_all_s", [round(d.ready_after or 0, 1) for d in daemons.started])
+    record_property("cli_all_s", [round(t, 1) for _, t in guestlib.CLI_SECONDS])
     assert [d.returncode for d in daemons.stopped] == [0] * len(daemons.stopped)

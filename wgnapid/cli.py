@@ -92,17 +92,21 @@ def cmd_run(args, policy: config.Policy) -> int:
 
 
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
-    from wgnapid.links import Rtnl
     from wgnapid.reconciler import Reconciler
 
     rec = Reconciler(policy, log, dry_run=dry_run)
+    states = [rec.observe(link) for link in _list_links()]
+    return rec, states
+
+
+def _list_links():
+    from wgnapid.links import Rtnl
+
     rtnl = Rtnl()
     try:
-        links, _complete = rtnl.dump_consistent()
+        return rtnl.dump_consistent()[0]
     finally:
         rtnl.close()
-    states = [rec.observe(link) for link in links]
-    return rec, states
 
 
 def cmd_apply(args, policy: config.Policy) -> int:
@@ -240,15 +244,19 @@ def cmd_doctor(args) -> int:
         problems.extend(exc.lines)
         policy, files = None, []
     verdict = kernel.running_verdict()
-    attr = ThreadedAttr().supported()
+    sysfs = ThreadedAttr()
+    attr = sysfs.supported()
     if not attr:
         problems.append("this kernel has no /sys/class/net/*/threaded attribute (needs 5.12+)")
+    view_ok = attr and sysfs.shows([link.name for link in _list_links()])
+    if attr and not view_ok:
+        problems.append(f"{sysfs.root} shows another network namespace's links (remount sysfs here)")
     privilege_problem = _need_privileges()
     if privilege_problem:
         problems.append(privilege_problem)
     doc_links: dict[str, int] = {}
     native = None
-    if policy is not None and not privilege_problem and attr:
+    if policy is not None and not privilege_problem and view_ok:
         status = status_document(policy)
         doc_links = status["summary"]
         native = status["kernel"]["native"]

@@ -104,6 +104,11 @@ class Daemon:
     def resync(self, why: str) -> None:
         """Full re-list: the answer to start-up, overflow, reload and the timer."""
         links, complete = self.rtnl.dump_consistent()
+        if why == "start-up" and not self.rec.attr.shows([link.name for link in links]):
+            raise RuntimeError(
+                f"{self.rec.attr.root} does not show this network namespace's links: mount "
+                "sysfs in this namespace (as `ip netns exec` does) before starting wgnapid"
+            )
         self.rec.sync(links, complete)
         self.rec.stats.resyncs += 1
         interval = self.policy.daemon.resync_interval

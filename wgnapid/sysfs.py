@@ -88,6 +88,19 @@ class ThreadedAttr:
         except OSError as exc:
             return _classify(exc, action)
 
+    def shows(self, names: list[str]) -> bool:
+        """Whether this sysfs shows these links (rtnetlink's view of our namespace).
+
+        /sys shows the namespace of whoever mounted it, not of the process
+        (KERNEL-FACTS.md): a daemon setns()'d elsewhere without remounting
+        would read and write other links of the same name, or none.
+        """
+        try:
+            present = set(os.listdir(self.root))
+        except OSError:
+            return False
+        return all(name in present for name in names)
+
     def read(self, ifname: str) -> Result:
         fd = self._open(ifname, os.O_RDONLY, "read")
         if isinstance(fd, Result):

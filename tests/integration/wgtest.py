@@ -191,6 +191,9 @@ class Netns:
         self.ip("link", "set", dev, "up")
         self.run("ethtool", "-K", dev, "gro", "on")
 
+    def ifindex(self, dev: str) -> int:
+        return json.loads(self.ip("-j", "link", "show", "dev", dev).stdout)[0]["ifindex"]
+
     def threaded(self, dev: str):
         """0, 1, or an errno name (e.g. 'ENOENT') when it cannot be read."""
         return self.agent.call("read", names=[dev])["values"][dev]
@@ -375,13 +378,22 @@ class Daemon:
         wait_until(lambda: self.ns.threaded(control) == 1, timeout, f"a resync re-asserting {control}")
 
     def cli(self, *args, check: bool = False, user: str | None = None) -> subprocess.CompletedProcess:
-        """Another wgnapid command in the same namespace, with the daemon's env."""
-        argv = [WGNAPID, "--config", str(self.policy), *args]
-        if user:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
-        env = self.env
-        del env["NOTIFY_SOCKET"]
-        return self.ns.run(*argv, check=check, env=env)
+        """Another wgnapid command in the same namespace, with the daemon's
+        RUNTIME_DIRECTORY (so `status` sees this daemon)."""
+        return run_cli(self.ns, self.policy, *args, check=check, user=user,
+                       env={"RUNTIME_DIRECTORY": str(self.runtime_dir)})
+
+
+def run_cli(ns: Netns, policy: Path | str, *args, check: bool = False, user: str | None = None,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """``wgnapid --config POLICY ARGS`` inside the namespace; ``user``: as that uid/gid
+    with no groups (setpriv), i.e. without root's capabilities."""
+    argv = [WGNAPID, "--config", str(policy), *args]
+    if user:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "RUNTIME_DIRECTORY")}
+    full_env.update(env or {})
+    return ns.run(*argv, check=check, env=full_env)
 
 
 def assert_clean_log(d: Daemon) -> None:

@@ -1,0 +1,1 @@
+"""wgnapid benchmarks: `python -m bench` (as root; see bench/README.md)."""

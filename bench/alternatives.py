@@ -1,0 +1,253 @@
+"""What people do instead of a daemon, as small programs the bench measures
+the same way as wgnapid.
+
+    python -m bench.alternatives hook          fork `sh -c 'echo 1 > .../threaded'`
+                                               per link creation event (what a
+                                               PostUp line or a dispatcher script does)
+    python -m bench.alternatives udev          write once, in-process, on the kernel
+                                               "add" uevent (what a udev rule
+                                               `ATTR{threaded}="1"` does)
+    python -m bench.alternatives timer SECONDS every SECONDS, fork a shell that
+                                               rewrites every /sys/class/net/*/threaded
+                                               (a cron job or systemd timer)
+
+Each prints "ready" once listening. On SIGUSR1 it prints
+`cpu SELF_NS CHILDREN_NS SPAWNED OK FAILED OVERFLOWS` (getrusage of itself and
+of its reaped children); SIGTERM ends it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from collections import deque
+
+SH = "/bin/sh"
+HOOK_PARALLEL = 12  # like udevd's children_max (8 + 2 per CPU) on this 2-CPU machine
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFINFOMSG = struct.Struct("=BxHiII")
+
+
+class Base:
+    def __init__(self) -> None:
+        self.spawned = self.ok = self.failed = self.overflows = 0
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sigfd = rfd
+        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        self.stop = False
+        self.report = False
+        self.children = 0
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        signal.signal(signal.SIGCHLD, lambda *a: None)  # only to wake select
+
+    def _on_term(self, *a) -> None:
+        self.stop = True
+
+    def _on_usr1(self, *a) -> None:
+        self.report = True
+
+    def spawn(self, script: str) -> None:
+        os.posix_spawn(SH, ["sh", "-c", script], {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        self.spawned += 1
+        self.children += 1
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children = 0
+                return
+            if pid == 0:
+                return
+            self.children -= 1
+            if os.waitstatus_to_exitcode(status) == 0:
+                self.ok += 1
+            else:
+                self.failed += 1
+
+    def housekeeping(self) -> None:
+        try:
+            os.read(self.sigfd, 512)
+        except BlockingIOError:
+            pass
+        self.reap()
+        if self.report:
+            self.report = False
+            me = resource.getrusage(resource.RUSAGE_SELF)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            ns = lambda r: int((r.ru_utime + r.ru_stime) * 1e9)  # noqa: E731
+            print(f"cpu {ns(me)} {ns(kids)} {self.spawned} {self.ok} {self.failed} {self.overflows}",
+                  flush=True)
+
+    def finish(self) -> None:
+        # Let running shells end, so their CPU is counted if asked once more.
+        deadline = time.monotonic() + 5
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
+
+
+class Hook(Base):
+    """A creation-event listener that forks a shell per new link."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        self.sock.bind((0, 1))  # RTMGRP_LINK
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # same 4 MiB as wgnapid
+        except OSError:
+            pass
+        self.sock.setblocking(False)
+        self.seen: set[int] = set()
+        self.queue: deque[str] = deque()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                buf = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.overflows += 1  # a hook has no way to learn what it missed
+                    continue
+                raise
+            off = 0
+            while off + _NLMSGHDR.size <= len(buf):
+                length, mtype = _NLMSGHDR.unpack_from(buf, off)[:2]
+                if length < _NLMSGHDR.size:
+                    break
+                if mtype == 16:  # RTM_NEWLINK
+                    body = off + _NLMSGHDR.size
+                    ifindex = _IFINFOMSG.unpack_from(buf, body)[2]
+                    if ifindex not in self.seen:
+                        self.seen.add(ifindex)
+                        name = _ifname(buf, body + _IFINFOMSG.size, off + length)
+                        if name and _NAME.match(name):
+                            self.queue.append(name)
+                elif mtype == 17:  # RTM_DELLINK
+                    self.seen.discard(_IFINFOMSG.unpack_from(buf, off + _NLMSGHDR.size)[2])
+                off += (length + 3) & ~3
+
+    def run(self) -> None:
+        print("ready", flush=True)
+        while not self.stop:
+            select.select([self.sock, self.sigfd], [], [])
+            self._read()
+            self.housekeeping()
+            while self.queue and self.children < HOOK_PARALLEL:
+                self.spawn(f"echo 1 > /sys/class/net/{self.queue.popleft()}/threaded")
+        self.finish()
+
+
+def _ifname(buf: bytes, off: int, end: int) -> str | None:
+    while off + 4 <= end:
+        length, kind = struct.unpack_from("=HH", buf, off)
+        if length < 4:
+            return None
+        if kind == 3:  # IFLA_IFNAME
+            return buf[off + 4 : off + length].split(b"\0", 1)[0].decode(errors="replace")
+        off += (length + 3) & ~3
+    return None
+
+
+class Udev(Base):
+    """Write once on the kernel's "add" uevent for a net device, in-process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 15)
+        self.sock.bind((0, 1))  # kernel uevents
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)
+        except OSError:
+            pass
+        self.sock.setblocking(False)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                buf = self.sock.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.overflows += 1
+                    continue
+                raise
+            fields = buf.split(b"\0")
+            if not fields[0].startswith(b"add@"):
+                continue
+            env = dict(f.split(b"=", 1) for f in fields[1:] if b"=" in f)
+            name = env.get(b"INTERFACE", b"").decode(errors="replace")
+            if env.get(b"SUBSYSTEM") != b"net" or not _NAME.match(name):
+                continue
+            try:
+                fd = os.open(f"/sys/class/net/{name}/threaded", os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"1")
+                finally:
+                    os.close(fd)
+                self.ok += 1
+            except OSError:
+                self.failed += 1  # e.g. EOPNOTSUPP: not settable yet, and never retried
+
+    def run(self) -> None:
+        print("ready", flush=True)
+        while not self.stop:
+            select.select([self.sock, self.sigfd], [], [])
+            self._read()
+            self.housekeeping()
+
+
+class Timer(Base):
+    SCRIPT = 'for f in /sys/class/net/*/threaded; do echo 1 > "$f"; done 2>/dev/null; true'
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+
+    def run(self) -> None:
+        print("ready", flush=True)
+        start = time.monotonic()
+        tick = 1
+        while not self.stop:
+            left = start + tick * self.interval - time.monotonic()
+            if left <= 0:
+                if self.children == 0:
+                    self.spawn(self.SCRIPT)
+                tick += 1
+                continue
+            select.select([self.sigfd], [], [], left)
+            self.housekeeping()
+        self.finish()
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("hook", "udev", "timer"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    if argv[0] == "hook":
+        Hook().run()
+    elif argv[0] == "udev":
+        Udev().run()
+    else:
+        Timer(float(argv[1])).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

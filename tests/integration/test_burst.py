@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import re
 import signal
 import time
@@ -63,9 +64,10 @@ def test_burst_of_tun_links_none_missed(netns, daemon_factory, tmp_path, source)
     assert d.alive()
     d.wait_notify(f"STATUS={N_BURST} threaded, 0 waiting for a peer", timeout=30)
 
-    status = d.cli("status", "--json", check=True)
-    stats = __import__("json").loads(status.stdout)["daemon"]["stats"]
-    assert stats["overflows"] == doc["stats"]["overflows"] or stats["overflows"] >= doc["stats"]["overflows"]
+    # `status --json` shows the daemon's counters; an overflow (if this burst
+    # caused one) is counted and logged once each.
+    stats = json.loads(d.cli("status", "--json", check=True).stdout)["daemon"]["stats"]
+    assert stats["overflows"] >= doc["stats"]["overflows"]
     overflow_lines = [l for l in d.log_lines() if "event queue overflowed" in l]
     assert len(overflow_lines) == stats["overflows"], overflow_lines
 
@@ -98,6 +100,9 @@ def test_overflow_while_stopped_is_handled_by_relisting(netns, daemon_factory, t
           f"overflows {doc['stats']['overflows']}, resyncs {doc['stats']['resyncs']}")
     assert doc["stats"]["overflows"] >= 1, doc["stats"]
     assert d.alive()
+    status = json.loads(d.cli("status", "--json", check=True).stdout)
+    assert status["daemon"]["stats"]["overflows"] == doc["stats"]["overflows"]
+    assert status["summary"].get("threaded") == N_OVERFLOW
     overflow_lines = [l for l in d.log_lines() if "event queue overflowed" in l]
     assert len(overflow_lines) == doc["stats"]["overflows"], overflow_lines
     assert all(l.startswith("wgnapid: warning:") for l in overflow_lines)
@@ -110,10 +115,11 @@ def test_overflow_while_stopped_is_handled_by_relisting(netns, daemon_factory, t
     assert_clean_log(d)
 
 
-def test_links_vanishing_mid_processing(netns, daemon_factory, tmp_path):
+@pytest.mark.parametrize("source", ["netlink", "udev"])
+def test_links_vanishing_mid_processing(netns, daemon_factory, tmp_path, source):
     """Hundreds of links created and deleted in tight loops while the daemon works
     on them: no crash, no error entries, at most one line per state per link."""
-    policy = write_policy(tmp_path / "p.toml", resync_interval=1, pending_max_delay=1, rules=[
+    policy = write_policy(tmp_path / "p.toml", source=source, resync_interval=1, pending_max_delay=1, rules=[
         TUN_RULE, ("veths", ["veth"], ["v*"], "on"),
     ])
     d = daemon_factory(policy).start()
@@ -134,7 +140,7 @@ def test_links_vanishing_mid_processing(netns, daemon_factory, tmp_path):
     wait_until(lambda: sum(1 for l in (d.status_file() or {}).get("links", []) if l["name"].startswith("vr")) == 50,
                20, "the vr links in the status file")
     netns.ip_batch([f"link del vr{i}" for i in range(50)])
-    print(f"churn: {tun['created']} tun links in {tun['seconds']:.2f} s, then 150 veth pairs; "
+    print(f"churn ({source}): {tun['created']} tun links in {tun['seconds']:.2f} s, then 150 veth pairs; "
           f"{time.monotonic() - t0:.2f} s in all")
 
     # Still alive and still working.

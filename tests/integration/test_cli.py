@@ -1,0 +1,175 @@
+"""The command line against real links in a test namespace."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from wgtest import WGNAPID, napi_threads, run_cli, write_policy
+
+RULES = [("veths", ["veth"], ["va*"], "on"), ("offs", ["veth"], ["vo*"], "off")]
+
+
+def _links(netns):
+    """va0: settable, 0 (wants on) / va1: down, so not settable (waiting) /
+    vo0: settable, 1 (wants off) / vx0: settable, 1, no rule."""
+    for dev, peer in (("va0", "pa0"), ("va1", "pa1"), ("vo0", "po0"), ("vx0", "px0")):
+        netns.veth(dev, peer)
+    for dev in ("va0", "vo0", "vx0"):
+        netns.make_settable(dev)
+    netns.set_threaded("vo0", 1)
+    netns.set_threaded("vx0", 1)
+    return {"va0": 0, "va1": 0, "vo0": 1, "vx0": 1}
+
+
+def _apply(netns, policy, *extra):
+    res = run_cli(netns, policy, "--log-target", "stderr", "apply", "--json", *extra)
+    assert "Traceback" not in res.stderr, res.stderr
+    return res.returncode, json.loads(res.stdout)
+
+
+def test_apply_json_dry_run_then_apply_then_nothing_to_do(netns, tmp_path):
+    policy = write_policy(tmp_path / "p.toml", rules=RULES)
+    before = _links(netns)
+
+    rc, doc = _apply(netns, policy, "--dry-run")
+    assert rc == 0, doc
+    assert doc["dry_run"] is True
+    rows = {r["name"]: r for r in doc["links"]}
+    assert set(rows) == {"va0", "va1", "vo0"}, "unmatched links are not listed"
+    for name in rows:
+        assert rows[name]["state"] == "pending" and rows[name]["changed"] is False, rows[name]
+        assert rows[name]["before"] == rows[name]["after"] == before[name], rows[name]
+    assert netns.values(*before) == before, "--dry-run wrote something"
+
+    rc, doc = _apply(netns, policy)
+    assert rc == 0, doc
+    assert set(doc) >= {"links", "summary"}
+    rows = {r["name"]: r for r in doc["links"]}
+    assert set(rows) == {"va0", "va1", "vo0"}
+    for row in rows.values():  # docs/DESIGN.md, apply --json
+        assert set(row) == {"name", "ifindex", "kind", "rule", "wanted", "before", "after", "changed",
+                            "state", "reason"}, row
+    assert {k: rows["va0"][k] for k in ("rule", "wanted", "before", "after", "changed", "state")} == {
+        "rule": "veths", "wanted": "on", "before": 0, "after": 1, "changed": True, "state": "threaded"}
+    assert {k: rows["vo0"][k] for k in ("rule", "wanted", "before", "after", "changed", "state")} == {
+        "rule": "offs", "wanted": "off", "before": 1, "after": 0, "changed": True, "state": "off"}
+    assert rows["va1"]["state"] == "waiting" and rows["va1"]["changed"] is False and rows["va1"]["reason"]
+    assert rows["va0"]["kind"] == "veth" and rows["va0"]["ifindex"] == netns.ifindex("va0")
+    assert doc["summary"] == {"threaded": 1, "off": 1, "waiting": 1}
+    assert netns.values(*before) == {"va0": 1, "va1": 0, "vo0": 0, "vx0": 1}
+    assert napi_threads("va0")
+
+    rc, doc = _apply(netns, policy)
+    assert rc == 0
+    assert [r["name"] for r in doc["links"] if r["changed"]] == [], doc
+    rows = {r["name"]: r for r in doc["links"]}
+    assert rows["va0"]["before"] == rows["va0"]["after"] == 1
+    assert rows["vo0"]["before"] == rows["vo0"]["after"] == 0
+    assert netns.values(*before) == {"va0": 1, "va1": 0, "vo0": 0, "vx0": 1}
+
+
+def test_status_json_without_and_with_daemon(netns, daemon_factory, tmp_path):
+    policy = write_policy(tmp_path / "p.toml", rules=RULES)
+    _links(netns)
+    runtime = tmp_path / "no-daemon"  # no status file there: no daemon
+
+    res = run_cli(netns, policy, "status", "--json", env={"RUNTIME_DIRECTORY": str(runtime)}, check=True)
+    doc = json.loads(res.stdout)
+    assert doc["daemon"] is None
+    assert doc["kernel"]["verdict"] in ("safe", "risky", "unknown") and doc["kernel"]["release"] == os.uname().release
+    rows = {r["name"]: r for r in doc["links"]}
+    assert rows["va0"]["state"] == "pending" and rows["va0"]["current"] == 0
+    assert rows["vo0"]["state"] == "pending" and rows["vo0"]["current"] == 1
+    assert rows["vx0"]["rule"] is None and rows["vx0"]["state"] == "unmatched"
+    assert rows["vo0"]["napi_threads"] >= 1  # threaded by _links, napi/vo0-N exists
+    assert rows["va0"]["napi_threads"] == 0
+    assert {"threaded", "waiting"}.isdisjoint(doc["summary"]), "status wrote something?"
+
+    d = daemon_factory(policy).start()
+    res = d.cli("status", "--json", check=True)
+    doc = json.loads(res.stdout)
+    # docs/DESIGN.md, status --json
+    assert set(doc) >= {"version", "kernel", "daemon", "links", "summary"}
+    assert set(doc["daemon"]) >= {"pid", "since", "policy_files"}
+    for row in doc["links"]:
+        assert set(row) >= {"name", "ifindex", "kind", "rule", "wanted", "current", "state", "reason",
+                            "napi_threads"}, row
+    assert doc["daemon"]["pid"] == d.pid
+    assert doc["daemon"]["policy_files"] == [str(policy)]
+    assert doc["daemon"]["source"] == "netlink"
+    rows = {r["name"]: r for r in doc["links"]}
+    assert rows["va0"]["state"] == "threaded" and rows["va0"]["current"] == 1
+    assert rows["va0"]["napi_threads"] == len(napi_threads("va0")) >= 1
+    assert rows["va1"]["state"] == "waiting", rows["va1"]  # down: no NAPI yet
+    assert rows["va1"]["reason"]
+    assert rows["vo0"]["state"] == "off" and rows["vo0"]["current"] == 0
+    assert doc["summary"].get("waiting") == 1 and doc["summary"].get("threaded") == 1
+
+    # The plain text form names the same states.
+    text = d.cli("status", check=True).stdout
+    assert f"daemon: pid {d.pid}" in text
+    assert any(l.startswith("va1 ") and l.rstrip().endswith(")") and "waiting" in l for l in text.splitlines()), text
+    rc, _ = d.stop()
+    assert rc == 0
+    # Daemon gone: status says so, and falls back to its own reading.
+    doc = json.loads(d.cli("status", "--json", check=True).stdout)
+    assert doc["daemon"] is None
+    assert {r["name"]: r["state"] for r in doc["links"]}["va1"] == "pending"
+
+
+GOOD = '[daemon]\nresync_interval = 5\n\n[[rules]]\nname = "wg"\nkinds = ["wireguard"]\nthreaded = "on"\n'
+BROKEN = [
+    ("bad value", GOOD.replace('"on"', '"sometimes"'), 'rules[0].threaded'),
+    ("unknown key", GOOD.replace("resync_interval", "resync_intervall"), "daemon.resync_intervall"),
+    ("wrong type", GOOD.replace("= 5", '= "5"'), "daemon.resync_interval"),
+    ("TOML syntax", GOOD.replace("= 5", "="), "line 2"),
+]
+
+
+def test_check_config_good_and_broken(netns, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    res = netns.run(WGNAPID, "check-config", good, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"policy OK: {good}"
+    for what, text, key in BROKEN:
+        bad = tmp_path / f"bad-{what.replace(' ', '-')}.toml"
+        bad.write_text(text)
+        res = netns.run(WGNAPID, "check-config", bad, check=False)
+        assert res.returncode == 1, (what, res)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1, (what, res.stderr)
+        assert lines[0].startswith(f"{bad}: ") and key in lines[0], (what, lines[0])
+        assert "Traceback" not in res.stderr and not res.stdout.strip()
+    # The same file through --config: `run` refuses it with the same line.
+    res = run_cli(netns, tmp_path / "bad-bad-value.toml", "--log-target", "stderr", "run")
+    assert res.returncode == 1 and "rules[0].threaded" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_non_root_gets_one_clear_line(netns, tmp_path):
+    # A policy nobody can read is not the point here: put it where uid 65534 can.
+    pubdir = tempfile.mkdtemp(prefix="wgn-pub-", dir="/tmp")
+    try:
+        os.chmod(pubdir, 0o755)
+        policy = write_policy(Path(pubdir) / "p.toml", rules=RULES)
+        os.chmod(policy, 0o644)
+        netns.veth("va0", "pa0")
+        netns.make_settable("va0")
+        for args in (["apply"], ["apply", "--json"], ["run"], ["status"]):
+            res = run_cli(netns, policy, *args, user="65534")
+            if res.returncode in (126, 127) or "setpriv:" in res.stderr:
+                pytest.skip(f"uid 65534 cannot start {WGNAPID} here: {res.stderr.strip()}")
+            assert res.returncode == 1, (args, res)
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1, (args, res.stderr)
+            assert "root" in lines[0] and lines[0].startswith("wgnapid: "), lines[0]
+            assert "Traceback" not in res.stderr and not res.stdout.strip(), res
+        assert netns.threaded("va0") == 0, "a non-root run wrote something"
+    finally:
+        shutil.rmtree(pubdir, ignore_errors=True)

@@ -11,15 +11,6 @@ SIGTERM_BOUND = 1.0  # seconds (documented: SIGTERM exits within ~1 s)
 MARGIN = 1.5
 
 
-def _reload(d) -> tuple[str, int]:
-    """SIGHUP, then RELOADING=1 and READY=1 after it; returns (RELOADING datagram, index of READY=1)."""
-    mark = len(d.notifications)
-    d.signal(signal.SIGHUP)
-    i = d.wait_notify("RELOADING=1", after=mark, timeout=20)
-    j = d.wait_notify("READY=1", after=i + 1, timeout=20)
-    return d.notifications[i][1], j
-
-
 def test_sighup_good_policy_switches_rule(journald, netns, daemon_factory, tmp_path):
     policy = write_policy(tmp_path / "p.toml", resync_interval=30)
     netns.veth("va0", "vb0")
@@ -28,7 +19,7 @@ def test_sighup_good_policy_switches_rule(journald, netns, daemon_factory, tmp_p
     assert netns.threaded("va0") == 1
 
     write_policy(policy, resync_interval=30, rules=[("veths", ["veth"], ["va*"], "off")])
-    reloading, _ = _reload(d)
+    reloading, _ = d.reload()
     assert any(l.startswith("MONOTONIC_USEC=") and l[15:].isdigit() for l in reloading.split("\n")), reloading
     # The reload re-lists before READY=1: the new policy is in force by then.
     assert netns.threaded("va0") == 0
@@ -62,7 +53,7 @@ def test_sighup_broken_policy_keeps_running_policy(journald, netns, daemon_facto
 
     for n, (what, text, key) in enumerate(BROKEN, 1):
         policy.write_text(text)
-        _reload(d)
+        d.reload()
         assert d.alive(), what
         entries = wait_journal(
             d, lambda e: len([x for x in e if x["MESSAGE_ID"] == MESSAGE_IDS["reload-failed"]]) >= n,
@@ -118,5 +109,24 @@ def test_restart_reconciles_before_ready(netns, daemon_factory, tmp_path):
         "va0": "threaded", "va1": "threaded", "vo0": "off"}
     rc, seconds = d.stop()
     print(f"SIGTERM to exit (second run): {seconds * 1000:.0f} ms")
+    assert rc == 0
+    assert_clean_log(d)
+
+
+def test_sighup_switching_source_keeps_seeing_events(netns, daemon_factory, tmp_path):
+    policy = write_policy(tmp_path / "p.toml", source="netlink", resync_interval=60)
+    d = daemon_factory(policy).start()
+    for n, source in enumerate(("udev", "netlink"), 1):
+        write_policy(policy, source=source, resync_interval=60)
+        d.reload()
+        # The published view follows the reload (at most a second later).
+        wait_until(lambda: (d.status_file() or {}).get("source") == source, 5,
+                   f"the status file to show source {source}")
+        # A new link is found through the new source's events (resync is 60 s away).
+        netns.veth(f"va{n}", f"vb{n}")
+        netns.make_settable(f"va{n}")
+        wait_until(lambda: netns.threaded(f"va{n}") == 1, 5, f"va{n} threaded after switching to {source}")
+    assert d.alive()
+    rc, _ = d.stop()
     assert rc == 0
     assert_clean_log(d)

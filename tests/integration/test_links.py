@@ -146,3 +146,34 @@ def test_drift_is_reasserted_within_resync_interval(netns, daemon_factory, tmp_p
     assert_clean_log(d)
     reasserted = [l for l in d.log_lines() if "va0: re-asserted threaded=1 (it had been changed to 0)" in l]
     assert len(reasserted) == 3, d.log()
+
+
+@pytest.mark.parametrize("source", ["netlink", "udev"])
+def test_renamed_links_follow_the_policy(netns, daemon_factory, tmp_path, source):
+    """Links are tracked by ifindex; a rename changes which rule matches."""
+    policy = write_policy(tmp_path / "p.toml", source=source, resync_interval=60)
+    for dev, peer in (("zz0", "pz0"), ("va0", "pa0")):
+        netns.veth(dev, peer)
+        netns.make_settable(dev)
+    d = daemon_factory(policy).start()
+    assert netns.values("zz0", "va0") == {"zz0": 0, "va0": 1}
+
+    # Unmatched -> matched: only the rename's event can tell (resync is 60 s away).
+    netns.ip("link", "set", "zz0", "down")
+    netns.ip("link", "set", "zz0", "name", "va9")
+    netns.ip("link", "set", "va9", "up")
+    wait_until(lambda: netns.threaded("va9") == 1, 1 + MARGIN, "renamed va9 threaded")
+    # Matched -> unmatched: left alone from now on, whatever its value.
+    netns.ip("link", "set", "va0", "down")
+    netns.ip("link", "set", "va0", "name", "zz1")
+    netns.ip("link", "set", "zz1", "up")
+    wait_until(lambda: d.link_state("zz1") == "unmatched", 10, "zz1 unmatched in the status file")
+    netns.set_threaded("zz1", 0)
+    netns.set_threaded("va9", 0)
+    d.reload()  # re-lists everything before READY=1
+    assert netns.values("zz1", "va9") == {"zz1": 0, "va9": 1}
+    names = {l["name"] for l in d.status_file()["links"]}
+    assert {"va9", "zz1"} <= names and not {"zz0", "va0"} & names, names
+    rc, _ = d.stop()
+    assert rc == 0
+    assert_clean_log(d)

@@ -369,6 +369,16 @@ class Daemon:
                 return link["state"]
         return None
 
+    def reload(self, timeout: float = 20.0) -> tuple[str, int]:
+        """SIGHUP, then wait for RELOADING=1 and a READY=1 after it. Returns (the
+        RELOADING datagram, index of READY=1). A reload re-lists every link before
+        READY=1, so this is also a barrier when periodic resyncs are far apart."""
+        mark = len(self.notifications)
+        self.signal(signal.SIGHUP)
+        i = self.wait_notify("RELOADING=1", after=mark, timeout=timeout)
+        j = self.wait_notify("READY=1", after=i + 1, timeout=timeout)
+        return self.notifications[i][1], j
+
     def barrier(self, control: str, timeout: float = 10.0) -> None:
         """Wait for a full resync that started after this call: knock the control
         link (policy "on", settable) to 0 and wait until the daemon re-asserts it.

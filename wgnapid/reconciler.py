@@ -21,7 +21,11 @@ from wgnapid.log import Log
 from wgnapid.policy import decide
 from wgnapid.sysfs import Outcome, ThreadedAttr
 
-RETRY_FIRST = 0.1  # seconds; doubles up to pending_max_delay
+RETRY_FIRST = 0.1  # seconds; doubles up to RETRY_CAP_SHARE * pending_max_delay
+# Retries of a waiting link are at most 90% of pending_max_delay apart: the other
+# 10% is for the retry itself (a busy loop, a slow machine), so that a peer added
+# at any moment, with no event, is enforced within pending_max_delay.
+RETRY_CAP_SHARE = 0.9
 
 # Link states (docs/DESIGN.md).
 THREADED, OFF, WAITING, HELD, NATIVE, FAILED = "threaded", "off", "waiting", "held", "native", "failed"
@@ -234,7 +238,7 @@ class Reconciler:
     # -- retries ----------------------------------------------------------
 
     def _schedule_retry(self, st: LinkState) -> None:
-        cap = self.policy.daemon.pending_max_delay
+        cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
         st.retry_delay = min(cap, st.retry_delay * 2 if st.retry_delay else min(RETRY_FIRST, cap))
         st.retry_at = self.clock() + st.retry_delay
         heapq.heappush(self._retries, (st.retry_at, st.ifindex))

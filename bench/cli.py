@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{len(runs):3}/{total}] {item.key:11} {item.subject:8} run {r + 1}: "
                       f"{time.monotonic() - t:5.1f} s  {summary}{'  (qemu running)' if qemu else ''}",
                       flush=True)
+                if args.keep or args.profile:
+                    print(f"      work directory: {res.get('workdir')}", flush=True)
     finally:
         watcher.close()
         busy1 = _cpu_busy()

@@ -81,6 +81,9 @@ def build(quick: bool) -> list[Item]:
     add("burst_big", "wgnapid", {"type": "burst", "size": big, "timeout": 20, "settle_s": 2},
         1 if q else 3)
 
+    # parsing cost of one RTM_NEWLINK (cited by wgnapid/links.py)
+    add("parse", "wgnapid", {"type": "parse"})
+
     # 4. idle
     add("idle", "wgnapid", {"type": "idle", "window_s": 10 if q else 60})
     for alt, window in (("hook", 10), ("udev", 10), ("timer1", 10 if q else 20), ("timer10", 30)):

@@ -86,6 +86,7 @@ class Wgnapid:
         self.notify_path = os.path.join(workdir, "notify")
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.ready_ns = 0
 
     def start(self) -> float:
         """Start; return seconds from spawn to READY=1."""
@@ -116,6 +117,7 @@ class Wgnapid:
                                        f"see {self.workdir}")
                 if poller.poll(min(left, 0.5) * 1000) and b"READY=1" in sock.recv(4096).split(b"\n"):
                     ready = time.monotonic() - t0
+                    self.ready_ns = time.monotonic_ns()
                     if self.profile == "pyspy":
                         spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
                         out = os.path.join(self.workdir, f"wgnapid-{self.starts}.pyspy.txt")

@@ -186,6 +186,41 @@ class Run:
             rnd["threaded"] = sum(1 for x in names if netdev.read_threaded(x) == 1)
             self.out["rounds"].append(rnd)
 
+    def parse(self) -> None:
+        """Capture the RTM_NEWLINK events of tun creation, then time parsing them
+        with pyroute2 and with wgnapid's reader, under each virtualenv."""
+        import socket
+        import subprocess
+
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        sock.bind((0, 1))
+        for i in range(20):
+            fd, _ = netdev.tun_napi(self.name("x", i))
+            self.fds.append(fd)
+        sock.setblocking(False)
+        capture = b""
+        while True:
+            try:
+                capture += sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+        sock.close()
+        path = os.path.join(self.workdir, "newlink.bin")
+        with open(path, "wb") as f:
+            f.write(capture)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        pythons = [sys.executable]
+        other = os.path.join(repo, ".venv-debian13", "bin", "python")
+        if os.path.exists(other) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.dirname(os.path.dirname(other))):
+            pythons.append(other)
+        self.out["parse"] = []
+        for py in pythons:
+            r = subprocess.run([py, "-m", "bench.parsecost", path], capture_output=True, text=True,
+                               cwd=repo, env=dict(os.environ, PYTHONPATH=repo))
+            if r.returncode == 0:
+                venv = os.path.basename(sys.prefix if py == sys.executable else os.path.dirname(os.path.dirname(py)))
+                self.out["parse"].append(dict(json.loads(r.stdout), venv=venv))
+
     def idle(self) -> None:
         time.sleep(self.spec.get("settle_s", 2.0))
         status0 = self.subject.status()
@@ -193,7 +228,8 @@ class Run:
         time.sleep(self.spec["window_s"])
         after = self.sample()
         self.out["idle"] = {"before": before, "after": after, "status_before": status0,
-                            "status_after": self.subject.status()}
+                            "status_after": self.subject.status(),
+                            "ready_ns": getattr(self.subject, "ready_ns", 0)}
 
     def ready(self) -> None:
         """Time from spawn to READY=1 with `existing` links (tun, not threaded),
@@ -245,13 +281,13 @@ class Run:
 
     def run(self) -> dict:
         kind = self.spec["type"]
-        if kind != "ready":
+        if kind not in ("ready", "parse"):
             self.out["start_s"] = self.subject.start()
             time.sleep(self.spec.get("warmup_s", 0.5))
             self.out["start_sample"] = self.sample()
         try:
             getattr(self, kind)()
-            if kind != "ready":
+            if kind not in ("ready", "parse"):
                 self.out["end_sample"] = self.sample()
                 self.out["status"] = self.subject.status()
         finally:

@@ -160,6 +160,7 @@ class Daemon:
         if policy.daemon.source != old_source:
             self._open_source()
         self.log.info("reloaded", f"policy reloaded from {', '.join(policy.files)}")
+        self._published = -1  # the source and policy files are news even if no link changes
         self._guard_warning()
         self.resync("reload")
         notify("READY=1")

@@ -260,7 +260,9 @@ class UdevSource:
             try:
                 device = self.monitor.poll(timeout=0)
             except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
+                # On ENOBUFS the socket reports POLLERR, and pyudev (0.24.x) raises
+                # an OSError without errno ("Error while polling fd") before reading.
+                if exc.errno in (errno.ENOBUFS, None):
                     raise Overflow() from None
                 raise
             if device is None:

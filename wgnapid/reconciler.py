@@ -152,7 +152,8 @@ class Reconciler:
         if self.dry_run:
             return self._settle(st, PENDING, f"reads {read.value}, wanted {want}")
 
-        drifted = st.state in (THREADED, OFF)
+        # Drift: the link had what is wanted now and lost it (a policy change is not drift).
+        drifted = st.state == (THREADED if want else OFF)
         result = self.attr.write(st.name, want)
         self.stats.writes += 1
         if result.outcome is Outcome.NOT_SETTABLE:
@@ -265,8 +266,8 @@ class Reconciler:
 
     def remove(self, ifindex: int, reason: str = "") -> None:
         st = self.links.pop(ifindex, None)
-        if st is None:
-            return
+        if st is None or not st.state:
+            return  # unknown, or vanished before its first evaluation settled: nothing was said of it
         self.stats.counts[st.state] -= 1
         self.generation += 1
         if not self.dry_run and st.state not in (IGNORED, UNMATCHED):

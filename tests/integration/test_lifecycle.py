@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 
 from wgnapid.log import MESSAGE_IDS
 from wgtest import assert_clean_log, wait_journal, wait_until, write_policy

@@ -313,10 +313,6 @@ class Daemon:
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> int:
         return self.wait_notify("READY=1", timeout=timeout)
 
-    def status_lines(self) -> list[str]:
-        self._drain(0.001)
-        return [l[len("STATUS="):] for _, n in self.notifications for l in n.split("\n") if l.startswith("STATUS=")]
-
     # control
 
     def signal(self, sig: int) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 CVE = "CVE-2026-52945"
 FIRST_SAFE = (6, 10)
+NATIVE_SINCE = (6, 16)  # db9ae3b6b43c: wg_newlink() makes every WireGuard device threaded
 OPT_IN_LINE = 'kernel_guard = "warn"'
 
 _RELEASE_RE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")

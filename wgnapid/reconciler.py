@@ -139,7 +139,11 @@ class Reconciler:
         want = 1 if st.wanted == "on" else 0
 
         if st.wanted == "on" and st.kind == "wireguard":
-            if not self.native and new and not st.written and read.value == 1:
+            # A link that existed before we started may have been written by an
+            # earlier wgnapid (and lost its peers since): only trust it as
+            # evidence where mainline threads WireGuard from birth (6.16+).
+            trusted = new or (self.verdict.version or (0, 0))[:2] >= kernel.NATIVE_SINCE
+            if not self.native and trusted and not st.written and read.value == 1:
                 self._detect_native(st)
             if self.native:
                 reason = "" if read.value == 1 else "the kernel-native link reads 0; not written"

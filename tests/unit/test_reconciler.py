@@ -372,13 +372,23 @@ def test_not_native_when_it_has_peers_or_peers_are_unknown(fakesys, attr, rlog, 
     assert rec.native is False
 
 
-def test_not_native_when_seen_at_start_up(fakesys, attr, rlog, clock):
+def test_not_native_when_seen_at_start_up_before_6_16(fakesys, attr, rlog, clock):
     # Not new: wgnapid (an earlier run) or an admin may have set it.
     fakesys.add("wg0", "1\n")
     rec = make(attr, rlog, clock, peers={"wg0": 0})
     assert rec.observe(WG).state == "threaded"
     assert rec.native is False
     assert rec.peer_calls == []
+
+
+def test_native_at_start_up_on_6_16_and_later(fakesys, attr, rlog, clock):
+    # Where mainline threads WireGuard from birth, a peerless link that was
+    # there before wgnapid started is evidence too.
+    fakesys.add("wg0", "1\n")
+    rec = make(attr, rlog, clock, peers={"wg0": 0}, verdict=kernel.verdict_for("6.16.3-arch1-1"))
+    assert rec.observe(WG).state == "native"
+    assert rec.native is True
+    assert attr.writes == []
 
 
 def test_not_native_when_wgnapid_wrote_it(fakesys, attr, rlog, clock):

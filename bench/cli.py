@@ -29,6 +29,12 @@ def _qemu_running() -> bool:
     return subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True).returncode == 0
 
 
+def _tests_running() -> bool:
+    """Another engineer's test suite (pytest) sharing the CPUs."""
+    return subprocess.run(["pgrep", "-f", "python.* -m pytest"],
+                          capture_output=True).returncode == 0
+
+
 def _cpu_busy() -> tuple[int, int]:
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
@@ -74,7 +80,7 @@ def render(runs: list[dict], meta: dict) -> tuple[str, str]:
     res = report.Results(runs)
     figures, goals = report.build(res, meta)
     m = meta
-    idle_machine = (not m["qemu_seen"]) and m["load_before"][0] < 0.5
+    idle_machine = not m["qemu_runs"] and not m.get("test_runs") and m["load_before"][0] < 0.5
     lines = [
         "# wgnapid benchmark results",
         "",
@@ -89,8 +95,9 @@ def render(runs: list[dict], meta: dict) -> tuple[str, str]:
         f"- Load average before: {' '.join(f'{x:.2f}' for x in m['load_before'])}; after: "
         f"{' '.join(f'{x:.2f}' for x in m['load_after'])}; whole-machine CPU busy during the run: "
         f"{m['busy_pct']:.0f}% (bench included)",
-        f"- Other load: qemu-system {'was running during ' + str(m['qemu_runs']) + ' of ' + str(m['runs']) + ' runs' if m['qemu_seen'] else 'not running'}; "
-        f"machine otherwise idle: {'yes' if idle_machine else 'no'}",
+        f"- Other load: qemu-system running during {m['qemu_runs']} of {m['runs']} runs, another "
+        f"pytest run during {m.get('test_runs', 0)}; machine otherwise idle: "
+        f"{'yes' if idle_machine else 'no'}",
         "",
         "## Goals",
         "",
@@ -141,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = machine_meta()
     meta.update(quick=args.quick, big=2000 if args.quick else 10000,
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                load_before=list(os.getloadavg()), qemu_runs=0, runs=0)
+                load_before=list(os.getloadavg()), qemu_runs=0, test_runs=0, runs=0)
     total = sum(i.repeats for i in items)
     print(f"bench: {total} runs on kernel {meta['kernel']}, {meta['cpus']} CPUs; "
-          f"load {meta['load_before'][0]:.2f}; qemu {'RUNNING' if _qemu_running() else 'not running'}",
+          f"load {meta['load_before'][0]:.2f}; qemu {'RUNNING' if _qemu_running() else 'not running'}; "
+          f"other tests {'RUNNING' if _tests_running() else 'not running'}",
           flush=True)
     watcher = ForkWatcher()
     runs: list[dict] = []
@@ -156,14 +164,16 @@ def main(argv: list[str] | None = None) -> int:
                 spec = item.full_spec(seed=r + 1)
                 if args.profile:
                     spec["profile"] = args.profile
-                qemu = _qemu_running()
+                qemu, tests = _qemu_running(), _tests_running()
                 t = time.monotonic()
                 res = orchestrate.run(spec, watcher, keep=args.keep or bool(args.profile))
                 qemu = qemu or _qemu_running()
-                res.update(key=item.key, subject=item.subject, repeat=r, qemu=qemu)
+                tests = tests or _tests_running()
+                res.update(key=item.key, subject=item.subject, repeat=r, qemu=qemu, tests=tests)
                 runs.append(res)
                 meta["runs"] += 1
                 meta["qemu_runs"] += qemu
+                meta["test_runs"] += tests
                 lat = sorted(lk["lat_ms"] for lk in res.get("links", []) if lk.get("lat_ms") is not None)
                 n = len(res.get("links", []))
                 summary = f"{len(lat)}/{n} threaded" if n else ""
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                     summary += (f", p50 {report.fmt_ms(report.pct(lat, 50))}, "
                                 f"max {report.fmt_ms(lat[-1])}")
                 print(f"[{len(runs):3}/{total}] {item.key:11} {item.subject:8} run {r + 1}: "
-                      f"{time.monotonic() - t:5.1f} s  {summary}{'  (qemu running)' if qemu else ''}",
+                      f"{time.monotonic() - t:5.1f} s  {summary}{'  (qemu running)' if qemu else ''}{'  (tests running)' if tests else ''}",
                       flush=True)
                 if args.keep or args.profile:
                     print(f"      work directory: {res.get('workdir')}", flush=True)

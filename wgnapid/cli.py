@@ -94,7 +94,7 @@ def cmd_run(args, policy: config.Policy) -> int:
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
     from wgnapid.reconciler import Reconciler
 
-    rec = Reconciler(policy, log, dry_run=dry_run)
+    rec = Reconciler(policy, log, dry_run=dry_run, one_shot=True)
     states = [rec.observe(link) for link in _list_links()]
     return rec, states
 

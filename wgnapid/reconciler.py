@@ -93,6 +93,7 @@ class Reconciler:
         attr: ThreadedAttr | None = None,
         verdict: kernel.Verdict | None = None,
         dry_run: bool = False,
+        one_shot: bool = False,
         clock: Callable[[], float] = time.monotonic,
         peer_count: Callable[[str], int | None] = wireguard_peer_count,
         netns: int = 0,
@@ -102,6 +103,9 @@ class Reconciler:
         self.attr = attr or ThreadedAttr()
         self.verdict = verdict or kernel.running_verdict()
         self.dry_run = dry_run
+        # `apply`, run by config management again and again: every link "becomes"
+        # threaded in each run, so log only what the run changed or failed at.
+        self.one_shot = one_shot
         self.clock = clock
         self.peer_count = peer_count
         # One reconciler per network namespace (each has its own sysfs view and
@@ -216,7 +220,7 @@ class Reconciler:
             self.stats.counts[state] += 1
             st.state, st.reason = state, reason
             self.generation += 1
-            if not self.dry_run:
+            if not self.dry_run and (not self.one_shot or st.changed or state == FAILED):
                 self._log_state(st)
         st.reason = reason
         return st
@@ -274,7 +278,7 @@ class Reconciler:
             return  # unknown, or vanished before its first evaluation settled: nothing was said of it
         self.stats.counts[st.state] -= 1
         self.generation += 1
-        if not self.dry_run and st.state not in (IGNORED, UNMATCHED):
+        if not self.dry_run and not self.one_shot and st.state not in (IGNORED, UNMATCHED):
             self.log.link(
                 "link-gone", _PRIORITY[GONE], "gone" + (f" ({reason})" if reason else ""),
                 name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE,

@@ -65,7 +65,8 @@ def attr(fakesys):
     return Attr(fakesys.root)
 
 
-def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, peers=None, **daemon):
+def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, one_shot=False, peers=None,
+         **daemon):
     pol = policy(*(rules or (rule("all", "on"),)), **daemon)
     peer_calls = []
 
@@ -73,8 +74,8 @@ def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, peers=None, **da
         peer_calls.append(name)
         return (peers or {}).get(name, 1)
 
-    rec = Reconciler(pol, log, attr=attr, verdict=verdict, dry_run=dry_run, clock=clock,
-                     peer_count=peer_count)
+    rec = Reconciler(pol, log, attr=attr, verdict=verdict, dry_run=dry_run, one_shot=one_shot,
+                     clock=clock, peer_count=peer_count)
     rec.peer_calls = peer_calls
     return rec
 
@@ -557,3 +558,16 @@ def test_policy_change_takes_effect_on_the_next_observation(fakesys, attr, rlog,
     assert rec.observe(WG).state == "off"
     assert fakesys.get("wg0") == "0\n"
     assert rec.summary() == {"off": 1}
+
+
+# -- one-shot (apply) logging -----------------------------------------------------------
+
+
+def test_one_shot_logs_only_what_it_changed_or_failed_at(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")  # will be changed: logged
+    fakesys.add("wg1", "1\n")  # already as wanted: a repeated `apply` must not log it
+    rec = make(attr, rlog, clock, one_shot=True)
+    assert rec.observe(Link(5, "wg0", "wireguard")).state == "threaded"
+    assert rec.observe(Link(6, "wg1", "wireguard")).state == "threaded"
+    logged = [e[3].get("interface") for e in state_logs(rlog)]
+    assert logged == ["wg0"]

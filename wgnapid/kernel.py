@@ -57,7 +57,9 @@ def verdict_for(release: str, proc_version: str = "") -> Verdict:
             f"cannot parse kernel release {release!r}; treated as risky: threaded NAPI "
             f"on WireGuard stalls permanently on kernels before 6.10 ({CVE})",
         )
-    shown = ".".join(map(str, version))
+    shown = release
+    if version != parse_release(release):  # the real sublevel came from /proc/version
+        shown = f"{release} ({'.'.join(map(str, version))})"  # "6.1.0-50-amd64 (6.1.176)"
     if version[:2] < FIRST_SAFE:
         return Verdict(
             release,

@@ -51,9 +51,9 @@ def build(quick: bool) -> list[Item]:
         add(key, "wgnapid", {"type": "burst", "size": size, "timeout": 15}, reps[0] if q else reps[1])
         for alt in ("hook", "udev"):
             add(key, alt, {"type": "burst", "size": size, "timeout": 30}, 1 if q else 3)
-        add(key, "timer1", {"type": "burst", "size": size, "timeout": 5}, 1 if q else 3)
+        add(key, "timer1", {"type": "burst", "size": size, "timeout": 5, "phase_s": 1}, 1 if q else 3)
         if not q and size == 100:
-            add(key, "timer10", {"type": "burst", "size": size, "timeout": 15}, 2)
+            add(key, "timer10", {"type": "burst", "size": size, "timeout": 15, "phase_s": 10}, 3)
 
     # 1b. event path, veth made settable later by `up` (an rtnetlink event)
     n = 20 if q else 100

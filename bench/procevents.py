@@ -85,12 +85,15 @@ class ForkWatcher:
         comm = self._name(pid)
         if comm in ("kthreadd", None):
             return False
-        if comm.startswith(self.prefix) and len(comm) == TASK_COMM_LEN - 1 and not final:
+        if (comm.startswith(self.prefix) and len(comm) == TASK_COMM_LEN - 1 and not final
+                and comm[5:].rpartition("-")[0] not in self._pending):
             # Names longer than 15 bytes are cut in task->comm; /proc shows a
             # kthread's full name only once the new thread has run far enough
             # to publish it (kernel/kthread.c, kthread()), which is before the
             # write that created it returns. A name of exactly 15 bytes may be
-            # whole or cut: look again shortly.
+            # whole or cut: look again shortly, unless it names a link being
+            # waited for (bench link names have no "-", so a cut that leaves
+            # "napi/NAME-" still names NAME).
             return False
         if comm.startswith(self.prefix):
             dev = comm[5:].rpartition("-")[0]

@@ -231,8 +231,11 @@ def build(res: Results, meta: dict) -> tuple[str, list[tuple[str, str, str, bool
                           max(hwm) <= 80 * 1024))
     md.append(table(["links", "runs", "CPU per link", "peak RSS (VmHWM)"], rows))
     if cpu_goal:
+        single = res.cpu_per_link_us("single", "wgnapid")
+        note = (f" (one at a time, not part of the goal: {fmt_us(med(single))}, each link "
+                "paying its own wake-ups)") if single else ""
         goals.append(("≤ 300 µs of daemon CPU per link",
-                      "; ".join(f"{label}: {fmt_us(v)}" for label, v in cpu_goal), "",
+                      "; ".join(f"{label}: {fmt_us(v)}" for label, v in cpu_goal) + note, "",
                       all(v <= 300 for _, v in cpu_goal)))
 
     # 4. idle

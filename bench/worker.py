@@ -128,6 +128,10 @@ class Run:
         self.out["bursts"] = []
         for b in range(sp.get("bursts", 1)):
             group = chr(ord("a") + b)
+            if sp.get("phase_s"):
+                # A timer's latency depends on where the burst falls in its
+                # period: start at a random phase, not at a fixed delay after it.
+                time.sleep(self.rng.uniform(0, sp["phase_s"]))
             before = self.sample()
             names, recs = [], []
             for i in range(sp["size"]):

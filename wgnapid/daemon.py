@@ -132,17 +132,22 @@ class Daemon:
             self._open_source()
             self.resync("overflow")
             return
-        for ev in events:
+        # Only the last event of each link counts (the kernel is read anyway), and
+        # a link is evaluated once per batch, so its write is made once.
+        last = {ev.ifindex: ev for ev in events}
+        batch = []
+        for ifindex, ev in last.items():
             if ev.removed:
-                self.rec.remove(ev.ifindex)
+                self.rec.remove(ifindex)
                 continue
             link = ev.link
             if link is None:
-                link = self.rtnl.get(ev.ifindex)  # udev without DEVTYPE: ask rtnetlink
+                link = self.rtnl.get(ifindex)  # udev without DEVTYPE: ask rtnetlink
                 if link is None:
-                    self.rec.remove(ev.ifindex)
+                    self.rec.remove(ifindex)
                     continue
-            self.rec.observe(link, new=link.ifindex not in self.rec.links)
+            batch.append((link, ifindex not in self.rec.links))
+        self.rec.observe_many(batch)
 
     def _reload_policy(self) -> None:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -277,6 +282,7 @@ class Daemon:
                 self._publish()
         finally:
             notify("STOPPING=1")
+            self.rec.close()
             self.log.info("stopping", "wgnapid stopping")
             self._remove_status()
         return 0

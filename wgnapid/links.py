@@ -30,6 +30,10 @@ _IFINFOMSG = struct.Struct("=BxHiII")
 _RTATTR = struct.Struct("=HH")
 _RECV_SIZE = 1 << 20
 EVENT_RCVBUF = 4 << 20  # big enough for ordinary bursts; overflow is still handled
+# Events handed over per read: a batch is evaluated (and written, in parallel)
+# before the next read, so this bounds how long the first link of a batch waits
+# for the last. The rest stay queued in the socket, which stays readable.
+MAX_BATCH = 64
 
 
 class Overflow(Exception):
@@ -204,9 +208,10 @@ class NetlinkSource:
         self.sock.close()
 
     def read(self) -> list[LinkEvent]:
-        """Everything pending now. Raises Overflow when events were lost."""
+        """What is pending now, up to about MAX_BATCH events. Raises Overflow when
+        events were lost."""
         events: list[LinkEvent] = []
-        while True:
+        while len(events) < MAX_BATCH:
             try:
                 buf = self.sock.recv(_RECV_SIZE)
             except BlockingIOError:
@@ -220,6 +225,7 @@ class NetlinkSource:
                     link := parse_link(data, start, end)
                 ):
                     events.append(LinkEvent(link.ifindex, mtype == RTM_DELLINK, link))
+        return events
 
 
 class UdevSource:
@@ -256,7 +262,7 @@ class UdevSource:
 
     def read(self) -> list[LinkEvent]:
         events: list[LinkEvent] = []
-        while True:
+        while len(events) < MAX_BATCH:
             try:
                 device = self.monitor.poll(timeout=0)
             except OSError as exc:
@@ -266,7 +272,7 @@ class UdevSource:
                     raise Overflow() from None
                 raise
             if device is None:
-                return events
+                break
             props = device.properties
             try:
                 ifindex = int(props.get("IFINDEX", ""))
@@ -280,6 +286,7 @@ class UdevSource:
                 events.append(LinkEvent(ifindex, False, Link(ifindex, name, devtype)))
             else:
                 events.append(LinkEvent(ifindex, False, None))  # kind asked of rtnetlink
+        return events
 
 
 def wireguard_peer_count(ifname: str) -> int | None:

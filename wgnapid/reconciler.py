@@ -11,6 +11,7 @@ import heapq
 import syslog
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,13 +20,18 @@ from wgnapid.config import Policy
 from wgnapid.links import Link, wireguard_peer_count
 from wgnapid.log import Log
 from wgnapid.policy import decide
-from wgnapid.sysfs import Outcome, ThreadedAttr
+from wgnapid.sysfs import Outcome, Result, ThreadedAttr
 
 RETRY_FIRST = 0.1  # seconds; doubles up to RETRY_CAP_SHARE * pending_max_delay
 # Retries of a waiting link are at most 90% of pending_max_delay apart: the other
 # 10% is for the retry itself (a busy loop, a slow machine), so that a peer added
 # at any moment, with no event, is enforced within pending_max_delay.
 RETRY_CAP_SHARE = 0.9
+# Writes of a batch run on this many threads. Nearly all of a `threaded` write
+# is the kernel creating the NAPI kthread (waiting for kthreadd), which
+# overlaps well: one writer fell 100+ ms behind a 1,000-link burst, four kept
+# up (bench/README.md). os.write releases the GIL; state stays on one thread.
+WRITE_THREADS = 4
 
 # Link states (docs/DESIGN.md).
 THREADED, OFF, WAITING, HELD, NATIVE, FAILED = "threaded", "off", "waiting", "held", "native", "failed"
@@ -75,6 +81,17 @@ class LinkState:
         }
 
 
+@dataclass(slots=True)
+class _Write:
+    """A write an evaluation needs: carried from _evaluate through _write to _finish."""
+
+    st: LinkState
+    name: str  # as evaluated, for the writer thread
+    want: int
+    before: int
+    drifted: bool
+
+
 @dataclass
 class Stats:
     evaluations: int = 0
@@ -117,11 +134,43 @@ class Reconciler:
         self.generation = 0  # bumped on every state change: "is there news to publish?"
         self.stats = Stats()
         self._retries: list[tuple[float, int]] = []
+        self._pool: ThreadPoolExecutor | None = None  # started at the first parallel batch
 
     # -- evaluation -------------------------------------------------------
 
     def observe(self, link: Link, *, new: bool = False) -> LinkState:
         """Evaluate one link now. ``new``: first seen after start-up (an event)."""
+        step = self._evaluate(link, new)
+        if isinstance(step, _Write):
+            return self._finish(step, *self._write(step))
+        return step
+
+    def observe_many(self, links: list[tuple[Link, bool]]) -> None:
+        """Evaluate a batch of (link, new); the writes it needs run in parallel.
+
+        Each link should appear once: the caller collapses repeated events."""
+        writes = []
+        for link, new in links:
+            step = self._evaluate(link, new)
+            if isinstance(step, _Write):
+                writes.append(step)
+        if len(writes) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="wgnapid-write")
+            results = list(self._pool.map(self._write, writes))
+        else:
+            results = [self._write(w) for w in writes]
+        for w, (result, check) in zip(writes, results):
+            self._finish(w, result, check)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _evaluate(self, link: Link, new: bool) -> LinkState | _Write:
+        """Everything up to the write: settled states are returned, a needed
+        write is returned as a _Write for _write and _finish."""
         st = self.links.get(link.ifindex)
         if st is None:
             st = self.links[link.ifindex] = LinkState(link.ifindex, link.name, link.kind)
@@ -133,8 +182,7 @@ class Reconciler:
         st.changed = False
         if st.wanted == "ignore":
             st.before = st.current = None
-            self._settle(st, IGNORED if st.rule else UNMATCHED)
-            return st
+            return self._settle(st, IGNORED if st.rule else UNMATCHED)
 
         read = self.attr.read(st.name)
         if read.outcome is not Outcome.OK:
@@ -159,10 +207,19 @@ class Reconciler:
             return self._settle(st, THREADED if want else OFF)
         if self.dry_run:
             return self._settle(st, PENDING, f"reads {read.value}, wanted {want}")
-
         # Drift: the link had what is wanted now and lost it (a policy change is not drift).
-        drifted = st.state == (THREADED if want else OFF)
-        result = self.attr.write(st.name, want)
+        return _Write(st, st.name, want, read.value, drifted=st.state == (THREADED if want else OFF))
+
+    def _write(self, w: _Write) -> tuple[Result, Result | None]:
+        """The write and the read-back; may run on a writer thread (no state here)."""
+        result = self.attr.write(w.name, w.want)
+        if result.outcome is not Outcome.OK:
+            return result, None
+        # The truth is what the kernel says afterwards, not what was written.
+        return result, self.attr.read(w.name)
+
+    def _finish(self, w: _Write, result: Result, check: Result | None) -> LinkState:
+        st, want = w.st, w.want
         self.stats.writes += 1
         if result.outcome is Outcome.NOT_SETTABLE:
             reason = (
@@ -174,19 +231,17 @@ class Reconciler:
         if result.outcome is not Outcome.OK:
             return self._fail_or_gone(st, result)
         st.written = st.changed = True
-        # The truth is what the kernel says afterwards, not what was written.
-        check = self.attr.read(st.name)
         if check.outcome is not Outcome.OK:
             return self._fail_or_gone(st, check)
         st.current = check.value
         if check.value != want:
             return self._settle(st, FAILED, f"wrote {want} but reads {check.value}")
-        if drifted:
+        if w.drifted:
             # Someone (or the kernel, on kthread failure) changed it: say so once.
             self.log.link(
                 f"link-{st.state}",
                 syslog.LOG_NOTICE,
-                f"re-asserted threaded={want} (it had been changed to {read.value})",
+                f"re-asserted threaded={want} (it had been changed to {w.before})",
                 name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state,
             )
         return self._settle(st, THREADED if want else OFF)
@@ -265,10 +320,13 @@ class Reconciler:
     def retry_due(self) -> None:
         """Re-evaluate waiting links whose retry time has come."""
         now = self.clock()
+        due_links = []
         while (due := self.next_retry()) is not None and due <= now:
             _due, ifindex = heapq.heappop(self._retries)
             st = self.links[ifindex]
-            self.observe(Link(st.ifindex, st.name, st.kind))
+            st.retry_at = None  # taken: the evaluation reschedules it if still waiting
+            due_links.append((Link(st.ifindex, st.name, st.kind), False))
+        self.observe_many(due_links)
 
     # -- whole sets ---------------------------------------------------------
 
@@ -290,8 +348,7 @@ class Reconciler:
             present = {link.ifindex for link in links}
             for ifindex in [i for i in self.links if i not in present]:
                 self.remove(ifindex)
-        for link in links:
-            self.observe(link)
+        self.observe_many([(link, False) for link in links])
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy

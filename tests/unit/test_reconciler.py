@@ -571,3 +571,23 @@ def test_one_shot_logs_only_what_it_changed_or_failed_at(fakesys, attr, rlog, cl
     assert rec.observe(Link(6, "wg1", "wireguard")).state == "threaded"
     logged = [e[3].get("interface") for e in state_logs(rlog)]
     assert logged == ["wg0"]
+
+
+# -- batches: writes in parallel, state on one thread ---------------------------------
+
+
+def test_a_batch_writes_every_link_once_and_settles_each(fakesys, attr, rlog, clock):
+    names = [f"wg{i}" for i in range(20)]
+    for name in names:
+        fakesys.add(name, "0\n")
+    attr.unsettable.add("wg7")  # one of them is not settable yet
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(Link(i + 1, name, "wireguard"), True) for i, name in enumerate(names)])
+    rec.close()
+    assert sorted(name for name, _ in attr.writes) == sorted(names)
+    assert {st.name: st.state for st in rec.links.values()} == {
+        name: "waiting" if name == "wg7" else "threaded" for name in names
+    }
+    assert all(fakesys.get(name) == ("0\n" if name == "wg7" else "1\n") for name in names)
+    assert rec.summary() == {"threaded": 19, "waiting": 1}
+    assert len(state_logs(rlog)) == 20

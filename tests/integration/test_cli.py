@@ -173,3 +173,19 @@ def test_non_root_gets_one_clear_line(netns, tmp_path):
         assert netns.threaded("va0") == 0, "a non-root run wrote something"
     finally:
         shutil.rmtree(pubdir, ignore_errors=True)
+
+
+def test_run_refuses_a_sysfs_that_shows_another_namespace(netns, tmp_path):
+    # `unshare -n` inside the test namespace: a new, empty network namespace
+    # whose process still sees the test namespace's /sys. Its own veth pair is
+    # invisible there, so wgnapid would see every link as gone: it must refuse.
+    policy = write_policy(tmp_path / "p.toml", rules=RULES)
+    res = netns.run(
+        "unshare", "-n", "sh", "-c",
+        f"ip link add vz0 type veth peer name vz1 && "
+        f"exec {WGNAPID} --config {policy} --log-target stderr run",
+        check=False, timeout=60,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "does not show this network namespace's links" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -9,13 +9,16 @@ into bench/out/ (not committed) for --quick or a partial run.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from bench import orchestrate, plan, report
@@ -75,6 +78,23 @@ def machine_meta() -> dict:
     }
 
 
+def snapshot_wgnapid(repo: str) -> tuple[str, dict]:
+    """Copy wgnapid/ as it is now; the daemon runs from the copy for the whole run."""
+    top = tempfile.mkdtemp(prefix="wgnapid-bench-snapshot-")
+    shutil.copytree(os.path.join(repo, "wgnapid"), os.path.join(top, "wgnapid"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(os.path.join(top, "wgnapid"), quiet=1)  # start-up timing: no compiling
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True).stdout.strip()
+
+    info = {
+        "wgnapid_commit": git("log", "-1", "--format=%h", "--", "wgnapid") or "?",
+        "wgnapid_dirty": bool(git("status", "--porcelain", "--", "wgnapid")),
+    }
+    return top, info
+
+
 def render(runs: list[dict], meta: dict) -> tuple[str, str]:
     """(RESULTS.md text, plot title)."""
     res = report.Results(runs)
@@ -90,7 +110,9 @@ def render(runs: list[dict], meta: dict) -> tuple[str, str]:
         f"- Date: {m['date']} (UTC), {m['duration_s'] / 60:.1f} min",
         f"- Machine: {m['cpu']}, {m['cpus']} CPUs, {m['mem_gb']} GB RAM",
         f"- Kernel: {m['kernel']} (no WireGuard module; tun and veth stand in)",
-        f"- Python {m['python']}, wgnapid {m['wgnapid']} (git {m['git']}), pyroute2 {m['pyroute2']}, "
+        f"- Python {m['python']}, wgnapid {m['wgnapid']} (daemon code as of commit "
+        f"{m.get('wgnapid_commit', '?')}{', with uncommitted changes' if m.get('wgnapid_dirty') else ''}, "
+        f"snapshotted for the whole run; repository at {m['git']}), pyroute2 {m['pyroute2']}, "
         f"pydantic {m['pydantic']}, matplotlib {m['matplotlib']}",
         f"- Load average before: {' '.join(f'{x:.2f}' for x in m['load_before'])}; after: "
         f"{' '.join(f'{x:.2f}' for x in m['load_after'])}; whole-machine CPU busy during the run: "
@@ -150,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                 load_before=list(os.getloadavg()), qemu_runs=0, test_runs=0, runs=0)
     total = sum(i.repeats for i in items)
+    snapshot, snap_info = snapshot_wgnapid(orchestrate.REPO)
+    meta.update(snap_info)
+    print(f"bench: wgnapid daemon code of commit {meta['wgnapid_commit']}"
+          f"{' + uncommitted changes' if meta['wgnapid_dirty'] else ''}, snapshot in {snapshot}",
+          flush=True)
     print(f"bench: {total} runs on kernel {meta['kernel']}, {meta['cpus']} CPUs; "
           f"load {meta['load_before'][0]:.2f}; qemu {'RUNNING' if _qemu_running() else 'not running'}; "
           f"other tests {'RUNNING' if _tests_running() else 'not running'}",
@@ -161,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for item in items:
             for r in range(item.repeats):
-                spec = item.full_spec(seed=r + 1)
+                spec = dict(item.full_spec(seed=r + 1), snapshot=snapshot)
                 if args.profile:
                     spec["profile"] = args.profile
                 qemu, tests = _qemu_running(), _tests_running()
@@ -187,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"      work directory: {res.get('workdir')}", flush=True)
     finally:
         watcher.close()
+        shutil.rmtree(snapshot, ignore_errors=True)
         busy1 = _cpu_busy()
         meta.update(duration_s=time.monotonic() - started, load_after=list(os.getloadavg()),
                     busy_pct=100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),

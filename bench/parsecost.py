@@ -73,7 +73,10 @@ def main(argv: list[str]) -> int:
     except ImportError as exc:
         out["pyroute2_error"] = str(exc)
     try:
+        import wgnapid.links
         from wgnapid.links import parse_link
+
+        out["wgnapid_from"] = wgnapid.links.__file__
 
         def minimal(m: bytes):
             return parse_link(memoryview(m), _NLMSGHDR.size, len(m))

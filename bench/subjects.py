@@ -64,18 +64,27 @@ def proc_cpu_ns(pid: int) -> int:
     return total
 
 
+def wgnapid_env(snapshot: str | None) -> dict:
+    """The daemon runs from the orchestrator's snapshot of wgnapid/ when there is
+    one (PYTHONPATH wins over the editable install), so a commit landing during
+    a run cannot mix two versions into one RESULTS.md."""
+    env = dict(os.environ)
+    if snapshot:
+        env["PYTHONPATH"] = snapshot
+    return env
+
+
 def wgnapid_command() -> list[str]:
-    script = os.path.join(os.path.dirname(sys.executable), "wgnapid")
-    if os.access(script, os.X_OK):
-        return [script]
+    # What the `wgnapid` entry point does (wgnapid/__main__.py calls cli.main).
     return [sys.executable, "-m", "wgnapid"]
 
 
 class Wgnapid:
     name = "wgnapid"
 
-    def __init__(self, workdir: str, profile: str | None = None) -> None:
+    def __init__(self, workdir: str, profile: str | None = None, snapshot: str | None = None) -> None:
         self.workdir = workdir
+        self.snapshot = snapshot
         self.profile = profile  # None | "cprofile" | "pyspy": for finding hot spots, not for figures
         self.pyspy: subprocess.Popen | None = None
         self.config = os.path.join(workdir, "wgnapid.toml")
@@ -96,7 +105,8 @@ class Wgnapid:
             pass
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         sock.bind(self.notify_path)
-        env = dict(os.environ, NOTIFY_SOCKET=self.notify_path, RUNTIME_DIRECTORY=self.runtime)
+        env = dict(wgnapid_env(self.snapshot), NOTIFY_SOCKET=self.notify_path,
+                   RUNTIME_DIRECTORY=self.runtime)
         self.starts += 1
         log = open(os.path.join(self.workdir, f"wgnapid-{self.starts}.log"), "wb")
         cmd = wgnapid_command() + ["--config", self.config, "--log-target", "stderr", "run"]
@@ -104,7 +114,9 @@ class Wgnapid:
             out = os.path.join(self.workdir, f"wgnapid-{self.starts}.pstats")
             cmd = [sys.executable, "-m", "cProfile", "-o", out, "-m", "wgnapid"] + cmd[-5:]
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
+        # cwd: not the repository, whose wgnapid/ would shadow the snapshot
+        # (`python -m` puts the working directory first on sys.path).
+        self.proc = subprocess.Popen(cmd, env=env, cwd=self.workdir, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         poller = select.poll()  # not select(): the worker may hold 20,000 fds
@@ -199,5 +211,5 @@ class Alternative:
                 self.proc.wait()
 
 
-def make(kind: str, workdir: str, profile: str | None = None):
-    return Wgnapid(workdir, profile) if kind == "wgnapid" else Alternative(kind, workdir)
+def make(kind: str, workdir: str, profile: str | None = None, snapshot: str | None = None):
+    return Wgnapid(workdir, profile, snapshot) if kind == "wgnapid" else Alternative(kind, workdir)

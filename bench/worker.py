@@ -55,7 +55,7 @@ class Run:
         self.spec = spec
         self.prefix = spec["prefix"]  # unique per run: link names are b<token><round><i>
         self.workdir = tempfile.mkdtemp(prefix=f"wgnapid-bench-{self.prefix}-")
-        self.subject = make(spec["subject"], self.workdir, spec.get("profile"))
+        self.subject = make(spec["subject"], self.workdir, spec.get("profile"), spec.get("snapshot"))
         self.fds: list[int] = []
         self.links: list[dict] = []  # {"name", "t0", "group", ["t_read"]}
         self.out: dict = {"workdir": self.workdir}
@@ -219,8 +219,9 @@ class Run:
             pythons.append(other)
         self.out["parse"] = []
         for py in pythons:
+            pypath = os.pathsep.join(p for p in (self.spec.get("snapshot"), repo) if p)
             r = subprocess.run([py, "-m", "bench.parsecost", path], capture_output=True, text=True,
-                               cwd=repo, env=dict(os.environ, PYTHONPATH=repo))
+                               cwd=self.workdir, env=dict(os.environ, PYTHONPATH=pypath))
             if r.returncode == 0:
                 venv = os.path.basename(sys.prefix if py == sys.executable else os.path.dirname(os.path.dirname(py)))
                 self.out["parse"].append(dict(json.loads(r.stdout), venv=venv))

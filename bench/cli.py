@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=["cprofile", "pyspy"],
                    help="run wgnapid under a profiler (keeps the work directories; figures not valid)")
     p.add_argument("--report", metavar="RAW", help="only render the report from a raw.json")
+    p.add_argument("--write", metavar="DIR", help="with --report: also write RESULTS.md and "
+                   "latency.png into DIR (re-rendering a real run after a report change)")
     args = p.parse_args(argv)
 
     if args.report:
@@ -151,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             doc = json.load(f)
         text, title = render(doc["runs"], doc["meta"])
         print(text)
+        if args.write:
+            with open(os.path.join(args.write, "RESULTS.md"), "w") as f:
+                f.write(text)
+            report.plot(report.Results(doc["runs"]), os.path.join(args.write, "latency.png"), title)
         return 0
     if os.geteuid() != 0:
         print("bench: run as root (it creates network namespaces)", file=sys.stderr)

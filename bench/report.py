@@ -227,8 +227,13 @@ def build(res: Results, meta: dict) -> tuple[str, list[tuple[str, str, str, bool
         rows.append([label, str(len(runs)), fmt_range(cpu, fmt_us), fmt_range(hwm, fmt_mb)])
         cpu_goal.append((label, med(cpu)))
         if key == "burst_big":
-            goals.append((f"RSS ≤ 80 MB with {big:,} links", f"VmHWM {fmt_mb(max(hwm))}", "",
-                          max(hwm) <= 80 * 1024))
+            # Peak also over the cold start-up with as many links (figure 5).
+            ready = [x["cold_sample"]["hwm_kb"] for r in res.get("ready_big", "wgnapid") for x in r["ready"]]
+            peak = max(hwm + ready)
+            goals.append((f"RSS ≤ 80 MB with {big:,} links",
+                          f"VmHWM {fmt_mb(max(hwm))} after the burst"
+                          + (f", {fmt_mb(max(ready))} after a cold start" if ready else ""), "",
+                          peak <= 80 * 1024))
     md.append(table(["links", "runs", "CPU per link", "peak RSS (VmHWM)"], rows))
     if cpu_goal:
         single = res.cpu_per_link_us("single", "wgnapid")

@@ -199,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                     spec["profile"] = args.profile
                 qemu, tests = _qemu_running(), _tests_running()
                 t = time.monotonic()
+                watcher_cpu = watcher.cpu_ns()
+                counts0 = dict(watcher.counts)
                 res = orchestrate.run(spec, watcher, keep=args.keep or bool(args.profile))
+                res["watcher_cpu_ns"] = watcher.cpu_ns() - watcher_cpu
+                res["watcher_counts"] = {k: v - counts0[k] for k, v in watcher.counts.items()}
                 qemu = qemu or _qemu_running()
                 tests = tests or _tests_running()
                 res.update(key=item.key, subject=item.subject, repeat=r, qemu=qemu, tests=tests)

@@ -60,7 +60,10 @@ class Namespaces:
         token = secrets.token_hex(3)
         self.name = f"bench-{token}"
         self.peer = f"bench-{token}-p"
-        self.prefix = token[:4]
+        # Link names b<prefix><group><index, base 36> stay within 8 bytes, so their
+        # kthreads' names ("napi/" + name + "-0") fit the 15 bytes of task->comm
+        # and the fork watcher never has to wait for the full name.
+        self.prefix = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(2))
 
     def __enter__(self) -> "Namespaces":
         for name in (self.name, self.peer):

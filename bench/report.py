@@ -138,6 +138,12 @@ def build(res: Results, meta: dict) -> tuple[str, list[tuple[str, str, str, bool
               "subject's user+system time over the run divided by the links (forked shells "
               "included), median (min–max) over runs.\n")
     md.append(table(hdr, rows))
+    watch = [r["watcher_cpu_ns"] / len(r["links"]) / 1000 for r in res.get("burst1000", "wgnapid")
+             if r.get("watcher_cpu_ns") and r.get("links")]
+    if watch:
+        md.append(f"\nThe bench's own fork watcher, on the same two CPUs, used a median "
+                  f"{fmt_us(med(watch))} of CPU per link in the 1,000-link bursts (the creator "
+                  "itself needs a whole CPU while a burst lasts).")
     lat_poll, _ = res.latencies("single_poll", "wgnapid", "read_ms")
     lat_fork, _ = res.latencies("single_poll", "wgnapid")
     if lat_poll:

@@ -53,7 +53,7 @@ def sleep_until(t_ns: int) -> None:
 class Run:
     def __init__(self, spec: dict) -> None:
         self.spec = spec
-        self.prefix = spec["prefix"]  # unique per run: link names are b<token><round><i>
+        self.prefix = spec["prefix"]  # per run: link names are b<prefix><group><i in base 36>
         self.workdir = tempfile.mkdtemp(prefix=f"wgnapid-bench-{self.prefix}-")
         self.subject = make(spec["subject"], self.workdir, spec.get("profile"), spec.get("snapshot"))
         self.fds: list[int] = []
@@ -62,7 +62,7 @@ class Run:
         self.rng = random.Random(spec.get("seed", 1))
 
     def name(self, group: str, i: int) -> str:
-        return f"b{self.prefix}{group}{i}"
+        return f"b{self.prefix}{group}{_b36(i)}"
 
     def sample(self) -> dict:
         s = self.subject.sample()
@@ -269,7 +269,7 @@ class Run:
         try:
             for i in range(n):
                 name = self.name(group, i)
-                rtnl.veth(name, f"p{self.prefix}{group}{i}", peer_ns)
+                rtnl.veth(name, f"p{self.prefix}{group}{_b36(i)}", peer_ns)
                 self.ioctl.set_gro(name, True)
         finally:
             os.close(peer_ns)
@@ -316,6 +316,16 @@ def _poll_until_one(name: str, timeout: float) -> int | None:
             time.sleep(0.00002)
     finally:
         os.close(fd)
+
+
+def _b36(i: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        i, r = divmod(i, 36)
+        out = digits[r] + out
+        if not i:
+            return out
 
 
 def _kthreadd_ns() -> int:

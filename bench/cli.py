@@ -78,21 +78,27 @@ def machine_meta() -> dict:
     }
 
 
-def snapshot_wgnapid(repo: str) -> tuple[str, dict]:
-    """Copy wgnapid/ as it is now; the daemon runs from the copy for the whole run."""
+def snapshot_wgnapid(repo: str, worktree: bool) -> tuple[str, dict]:
+    """A private copy of the daemon's code, used for the whole run: by default
+    wgnapid/ as committed at HEAD (results belong to a commit); with
+    --worktree, the working tree as it is now."""
     top = tempfile.mkdtemp(prefix="wgnapid-bench-snapshot-")
-    shutil.copytree(os.path.join(repo, "wgnapid"), os.path.join(top, "wgnapid"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    compileall.compile_dir(os.path.join(top, "wgnapid"), quiet=1)  # start-up timing: no compiling
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True).stdout.strip()
 
-    info = {
-        "wgnapid_commit": git("log", "-1", "--format=%h", "--", "wgnapid") or "?",
-        "wgnapid_dirty": bool(git("status", "--porcelain", "--", "wgnapid")),
-    }
-    return top, info
+    if worktree:
+        shutil.copytree(os.path.join(repo, "wgnapid"), os.path.join(top, "wgnapid"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        dirty = bool(git("status", "--porcelain", "--", "wgnapid"))
+    else:
+        archive = subprocess.run(["git", "-C", repo, "archive", "HEAD", "wgnapid"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", top], input=archive, check=True)
+        dirty = False
+    compileall.compile_dir(os.path.join(top, "wgnapid"), quiet=1)  # start-up timing: no compiling
+    return top, {"wgnapid_commit": git("log", "-1", "--format=%h", "HEAD", "--", "wgnapid") or "?",
+                 "wgnapid_dirty": dirty}
 
 
 def render(runs: list[dict], meta: dict) -> tuple[str, str]:
@@ -143,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the per-run work directories in /tmp")
     p.add_argument("--profile", choices=["cprofile", "pyspy"],
                    help="run wgnapid under a profiler (keeps the work directories; figures not valid)")
+    p.add_argument("--worktree", action="store_true",
+                   help="run the daemon from the working tree (default: wgnapid/ as committed at HEAD)")
     p.add_argument("--report", metavar="RAW", help="only render the report from a raw.json")
     p.add_argument("--write", metavar="DIR", help="with --report: also write RESULTS.md and "
                    "latency.png into DIR (re-rendering a real run after a report change)")
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     orchestrate.install_signal_handlers()
     items = plan.build(args.quick)
-    partial = bool(args.only or args.subjects or args.profile)
+    partial = bool(args.only or args.subjects or args.profile or args.worktree)
     if args.only:
         keys = set(args.only.split(","))
         items = [i for i in items if i.key in keys]
@@ -178,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                 load_before=list(os.getloadavg()), qemu_runs=0, test_runs=0, runs=0)
     total = sum(i.repeats for i in items)
-    snapshot, snap_info = snapshot_wgnapid(orchestrate.REPO)
+    snapshot, snap_info = snapshot_wgnapid(orchestrate.REPO, args.worktree)
     meta.update(snap_info)
     print(f"bench: wgnapid daemon code of commit {meta['wgnapid_commit']}"
           f"{' + uncommitted changes' if meta['wgnapid_dirty'] else ''}, snapshot in {snapshot}",

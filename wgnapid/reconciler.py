@@ -157,7 +157,12 @@ class Reconciler:
         if len(writes) > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="wgnapid-write")
-            results = list(self._pool.map(self._write, writes))
+            # One task per thread, not per write: a future per link cost more
+            # CPU than the rest of the link's evaluation.
+            chunks = [writes[i::WRITE_THREADS] for i in range(min(WRITE_THREADS, len(writes)))]
+            done = list(self._pool.map(self._write_all, chunks))
+            writes = [w for chunk in chunks for w in chunk]
+            results = [r for chunk in done for r in chunk]
         else:
             results = [self._write(w) for w in writes]
         for w, (result, check) in zip(writes, results):
@@ -209,6 +214,9 @@ class Reconciler:
             return self._settle(st, PENDING, f"reads {read.value}, wanted {want}")
         # Drift: the link had what is wanted now and lost it (a policy change is not drift).
         return _Write(st, st.name, want, read.value, drifted=st.state == (THREADED if want else OFF))
+
+    def _write_all(self, writes: list[_Write]) -> list[tuple[Result, Result | None]]:
+        return [self._write(w) for w in writes]
 
     def _write(self, w: _Write) -> tuple[Result, Result | None]:
         """The write and the read-back; may run on a writer thread (no state here)."""

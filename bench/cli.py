@@ -131,6 +131,9 @@ def render(runs: list[dict], meta: dict) -> tuple[str, str]:
         "",
         report.goals_table(goals),
         "",
+        *([f"**{len(m['failures'])} run(s) failed** and are missing from the figures: "
+           + "; ".join(f"{f['key']}/{f['subject']} #{f['repeat'] + 1}: {f['error']}" for f in m["failures"]),
+           ""] if m.get("failures") else []),
         figures,
         "",
         "![latency distributions](latency.png)",
@@ -197,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     watcher = ForkWatcher()
     runs: list[dict] = []
+    failures: list[dict] = []
     started = time.monotonic()
     busy0 = _cpu_busy()
+    interrupted = False
     try:
         for item in items:
             for r in range(item.repeats):
@@ -209,7 +214,15 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.monotonic()
                 watcher_cpu = watcher.cpu_ns()
                 counts0 = dict(watcher.counts)
-                res = orchestrate.run(spec, watcher, keep=args.keep or bool(args.profile))
+                try:
+                    res = orchestrate.run(spec, watcher, keep=args.keep or bool(args.profile))
+                except orchestrate.WorkerFailed as exc:
+                    # Keep going: one broken scenario should not cost the others.
+                    print(f"[{len(runs) + len(failures) + 1:3}/{total}] {item.key:11} {item.subject:8} "
+                          f"run {r + 1}: FAILED: {exc}", file=sys.stderr, flush=True)
+                    failures.append({"key": item.key, "subject": item.subject, "repeat": r,
+                                     "error": str(exc).splitlines()[0]})
+                    continue
                 res["watcher_cpu_ns"] = watcher.cpu_ns() - watcher_cpu
                 res["watcher_counts"] = {k: v - counts0[k] for k, v in watcher.counts.items()}
                 qemu = qemu or _qemu_running()
@@ -230,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 if args.keep or args.profile:
                     print(f"      work directory: {res.get('workdir')}", flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         watcher.close()
         shutil.rmtree(snapshot, ignore_errors=True)
@@ -237,9 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         meta.update(duration_s=time.monotonic() - started, load_after=list(os.getloadavg()),
                     busy_pct=100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
                     qemu_seen=meta["qemu_runs"] > 0, watcher_lost=watcher.lost,
-                    watcher_unnamed=watcher.unnamed)
+                    watcher_unnamed=watcher.unnamed, failures=failures, interrupted=interrupted)
         with open(os.path.join(OUT, "raw.json"), "w") as f:
             json.dump({"meta": meta, "runs": runs}, f)
+    if interrupted:
+        print("bench: interrupted; the namespaces are deleted, nothing was written "
+              "but bench/out/raw.json", file=sys.stderr)
+        return 130
     if watcher.lost or watcher.unnamed:
         print(f"bench: WARNING: the fork watcher lost events ({watcher.lost} overflows, "
               f"{watcher.unnamed} unnamed kthreads): some latencies are missing", file=sys.stderr)
@@ -251,4 +270,4 @@ def main(argv: list[str] | None = None) -> int:
     report.plot(report.Results(runs), os.path.join(out_dir, "latency.png"), title)
     print(f"\nbench: wrote {os.path.relpath(os.path.join(out_dir, 'RESULTS.md'))} and latency.png",
           file=sys.stderr)
-    return 0
+    return 1 if failures else 0

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from bench.procevents import ForkWatcher
@@ -90,8 +91,22 @@ class WorkerFailed(RuntimeError):
 def run(spec: dict, watcher: ForkWatcher, keep: bool = False) -> dict:
     """One run: namespaces, worker, kthread-fork bookkeeping. Returns the
     worker's result with a latency (ms, None when never threaded) per link."""
+    workdir = tempfile.mkdtemp(prefix="wgnapid-bench-")
+    try:
+        result = _run(spec, watcher, workdir)
+    except WorkerFailed:
+        raise  # keep the work directory: the daemon's log is there
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)  # interrupted
+        raise
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _run(spec: dict, watcher: ForkWatcher, workdir: str) -> dict:
     with Namespaces() as ns:
-        spec = dict(spec, prefix=ns.prefix, peer_netns=ns.peer)
+        spec = dict(spec, prefix=ns.prefix, peer_netns=ns.peer, workdir=workdir)
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns.name, sys.executable, "-m", "bench.worker"],
@@ -124,14 +139,14 @@ def run(spec: dict, watcher: ForkWatcher, keep: bool = False) -> dict:
                         pass
                     proc.wait()
     if result is None:
-        raise WorkerFailed(f"worker for {spec['type']}/{spec['subject']} ended without a result")
+        raise WorkerFailed(f"worker for {spec['type']}/{spec['subject']} ended without a result "
+                           f"(work directory {workdir})")
     if not result.get("ok"):
-        raise WorkerFailed(f"{spec['type']}/{spec['subject']}: {result.get('error')}\n{result.get('trace', '')}")
+        raise WorkerFailed(f"{spec['type']}/{spec['subject']}: {result.get('error')} (work directory "
+                           f"{workdir})\n{result.get('trace', '')}")
     for link in result.get("links", []):
         fork = watcher.first_fork(link["name"], since=link["t0"] - 100_000_000)
         link["lat_ms"] = None if fork is None else (fork - link["t0"]) / 1e6
         if link.get("t_read") is not None:
             link["read_ms"] = (link["t_read"] - link["t0"]) / 1e6
-    if not keep:
-        shutil.rmtree(result.get("workdir", ""), ignore_errors=True)
     return result

@@ -396,7 +396,8 @@ def plot(res: Results, path: str, title: str) -> None:
         ax.set_xlabel("link settable → threaded (ms, log scale)")
         ax.set_title(f"Event path, tun links: {what}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
     ax1.set_ylabel("fraction of links (ECDF)")
 
     for s in ("wgnapid", "timer1", "timer10"):
@@ -409,7 +410,8 @@ def plot(res: Results, path: str, title: str) -> None:
     ax3.set_title("Waiting links made settable with no event\n(hook, udev-style: never threaded)",
                   fontsize=10)
     ax3.grid(True, alpha=0.3)
-    ax3.legend(fontsize=7, loc="upper left")
+    if ax3.get_legend_handles_labels()[0]:
+        ax3.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

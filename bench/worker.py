@@ -54,7 +54,7 @@ class Run:
     def __init__(self, spec: dict) -> None:
         self.spec = spec
         self.prefix = spec["prefix"]  # per run: link names are b<prefix><group><i in base 36>
-        self.workdir = tempfile.mkdtemp(prefix=f"wgnapid-bench-{self.prefix}-")
+        self.workdir = spec.get("workdir") or tempfile.mkdtemp(prefix="wgnapid-bench-")
         self.subject = make(spec["subject"], self.workdir, spec.get("profile"), spec.get("snapshot"))
         self.fds: list[int] = []
         self.links: list[dict] = []  # {"name", "t0", "group", ["t_read"]}

@@ -80,6 +80,8 @@ def build(quick: bool) -> list[Item]:
     # 6. and 3. the big burst (CPU per link and peak RSS at 10,000 too)
     add("burst_big", "wgnapid", {"type": "burst", "size": big, "timeout": 20, "settle_s": 2},
         1 if q else 3)
+    for alt in ("hook", "udev"):
+        add("burst_big", alt, {"type": "burst", "size": big, "timeout": 20, "settle_s": 2})
 
     # parsing cost of one RTM_NEWLINK (cited by wgnapid/links.py)
     add("parse", "wgnapid", {"type": "parse"})

@@ -178,7 +178,8 @@ def status_document(policy: config.Policy) -> dict:
         summary[row["state"]] = summary.get(row["state"], 0) + 1
     return {
         "version": __version__,
-        "kernel": _kernel_doc(policy, verdict, daemon),
+        "kernel": _kernel_doc(policy.daemon.kernel_guard, verdict,
+                              daemon.get("kernel_native") if daemon else None),
         "daemon": None if daemon is None else {
             k: daemon.get(k) for k in ("pid", "since", "source", "policy_files", "stats")
         },
@@ -187,14 +188,14 @@ def status_document(policy: config.Policy) -> dict:
     }
 
 
-def _kernel_doc(policy: config.Policy, verdict: kernel.Verdict, daemon: dict | None) -> dict:
+def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None) -> dict:
     return {
         "release": verdict.release,
         "version": verdict.version_text,
-        "guard": policy.daemon.kernel_guard,
+        "guard": guard,
         "verdict": verdict.verdict,
         "reason": verdict.reason,
-        "native": daemon.get("kernel_native") if daemon else None,
+        "native": native,
     }
 
 
@@ -265,10 +266,7 @@ def cmd_doctor(args) -> int:
     guard = policy.daemon.kernel_guard if policy else None
     doc = {
         "version": __version__,
-        "kernel": {
-            "release": verdict.release, "version": verdict.version_text, "guard": guard,
-            "verdict": verdict.verdict, "reason": verdict.reason, "native": native,
-        },
+        "kernel": _kernel_doc(guard, verdict, native),
         "threaded_attribute": attr,
         "journald": _journald_reachable(),
         "policy_files": files,
@@ -282,7 +280,7 @@ def cmd_doctor(args) -> int:
         print()
     else:
         k = doc["kernel"]
-        held = guard == "strict" and verdict.verdict != "safe"
+        held = kernel.guard_holds(guard, verdict, "wireguard")
         print(f"kernel:     {k['release']} ({k['version'] or 'unparsed'}): {k['verdict']} - {k['reason']}")
         if held:
             print(f"            guard strict: WireGuard links are held; opt in with {kernel.OPT_IN_LINE}")
@@ -299,6 +297,15 @@ def cmd_doctor(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `wgnapid status | head`: the reader left; no traceback, and none at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return cmd_check_config(args)

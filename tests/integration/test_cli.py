@@ -189,3 +189,14 @@ def test_run_refuses_a_sysfs_that_shows_another_namespace(netns, tmp_path):
     assert res.returncode == 1, res.stderr
     assert "does not show this network namespace's links" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(netns, tmp_path):
+    # `wgnapid status --json | head -c 1`: head exits after one byte, and the
+    # rest of the document (several pipe buffers with 300 links) hits a closed pipe.
+    policy = write_policy(tmp_path / "p.toml", rules=RULES)
+    netns.ip_batch([f"link add va{i} type veth peer name pa{i}" for i in range(150)])
+    res = netns.run("sh", "-c", f"{WGNAPID} --config {policy} status --json | head -c 1 >/dev/null",
+                    check=False, timeout=60)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "BrokenPipe" not in res.stderr, res.stderr

@@ -64,6 +64,15 @@ def _classify(exc: OSError, action: str) -> Result:
     return Result(Outcome.ERROR, detail=f"{action}: {exc.strerror or exc}")
 
 
+@dataclass(slots=True)
+class Opened:
+    """A link's `threaded` attribute, open (see ThreadedAttr.open)."""
+
+    ifname: str
+    fd: int
+    writable: bool
+
+
 class ThreadedAttr:
     """Reads and writes the `threaded` attribute of links under one sysfs root."""
 
@@ -79,14 +88,61 @@ class ThreadedAttr:
         """Whether this kernel has the attribute at all (5.12+): look at `lo`."""
         return os.path.exists(f"{self.root}/lo/threaded")
 
-    def _open(self, ifname: str, flags: int, action: str) -> int | Result:
-        """An fd on the link's attribute, or the Result that explains why not."""
+    def open(self, ifname: str, *, write: bool = True) -> Opened | Result:
+        """One open for a read, a write and the read-back (each kernfs open costs
+        about as much as the read itself). Where the file cannot be opened for
+        writing (not root, read-only sysfs), it is opened for reading, and a
+        write then fails with the reason."""
         try:
-            return os.open(self.path(ifname), flags | os.O_CLOEXEC)
+            path = self.path(ifname)
         except ValueError as exc:
             return Result(Outcome.ERROR, detail=str(exc))
+        try:
+            if write:
+                try:
+                    return Opened(ifname, os.open(path, os.O_RDWR | os.O_CLOEXEC), True)
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise
+            return Opened(ifname, os.open(path, os.O_RDONLY | os.O_CLOEXEC), False)
         except OSError as exc:
-            return _classify(exc, action)
+            return _classify(exc, "open")
+
+    def read_opened(self, op: Opened) -> Result:
+        try:
+            # pread at 0: sysfs regenerates the value for every read from the start.
+            raw = os.pread(op.fd, 16, 0)
+        except OSError as exc:
+            return _classify(exc, "read")
+        text = raw.strip()
+        if not text.isdigit():
+            return Result(Outcome.ERROR, detail=f"read: unexpected content {raw!r}")
+        return Result(Outcome.OK, value=int(text))
+
+    def write_opened(self, op: Opened, value: int) -> Result:
+        if value not in (0, 1):
+            raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
+        data = b"1\n" if value else b"0\n"
+        try:
+            # Opened read-only: this open fails with the reason (EACCES, EROFS...).
+            fd = op.fd if op.writable else os.open(self.path(op.ifname), os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            return _classify(exc, "open for write")
+        try:
+            # One write: a write racing device removal can return 0 bytes
+            # instead of failing, so anything short is a failure.
+            written = os.pwrite(fd, data, 0)
+        except OSError as exc:
+            return _classify(exc, "write")
+        finally:
+            if fd != op.fd:
+                os.close(fd)
+        if written != len(data):
+            return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
+        return Result(Outcome.OK, value=value)
+
+    def close(self, op: Opened) -> None:
+        os.close(op.fd)
 
     def shows(self, names: list[str]) -> bool:
         """Whether this sysfs shows these links (rtnetlink's view of our namespace).
@@ -102,38 +158,24 @@ class ThreadedAttr:
         return all(name in present for name in names)
 
     def read(self, ifname: str) -> Result:
-        fd = self._open(ifname, os.O_RDONLY, "read")
-        if isinstance(fd, Result):
-            return fd
+        op = self.open(ifname, write=False)
+        if isinstance(op, Result):
+            return op
         try:
-            raw = os.read(fd, 16)
-        except OSError as exc:
-            return _classify(exc, "read")
+            return self.read_opened(op)
         finally:
-            os.close(fd)
-        text = raw.strip()
-        if not text.isdigit():
-            return Result(Outcome.ERROR, detail=f"read: unexpected content {raw!r}")
-        return Result(Outcome.OK, value=int(text))
+            self.close(op)
 
     def write(self, ifname: str, value: int) -> Result:
         if value not in (0, 1):
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
-        data = b"1\n" if value else b"0\n"
-        fd = self._open(ifname, os.O_WRONLY, "open for write")
-        if isinstance(fd, Result):
-            return fd
+        op = self.open(ifname)
+        if isinstance(op, Result):
+            return op
         try:
-            # One write: a write racing device removal can return 0 bytes
-            # instead of failing, so anything short is a failure.
-            written = os.write(fd, data)
-        except OSError as exc:
-            return _classify(exc, "write")
+            return self.write_opened(op, value)
         finally:
-            os.close(fd)
-        if written != len(data):
-            return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
-        return Result(Outcome.OK, value=value)
+            self.close(op)
 
 
 class NapiThreads:

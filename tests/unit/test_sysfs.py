@@ -114,14 +114,14 @@ def test_write_lands_as_digit_newline(fakesys, attr, before, value, after):
 def test_write_is_one_write_of_the_whole_value(fakesys, attr, monkeypatch):
     calls = []
 
-    def write(fd, data):
-        calls.append(bytes(data))
-        return os.write(fd, data)
+    def pwrite(fd, data, offset):
+        calls.append((bytes(data), offset))
+        return os.pwrite(fd, data, offset)
 
-    fake = patch_os(monkeypatch, write=write)
+    fake = patch_os(monkeypatch, pwrite=pwrite)
     fakesys.add("wg0")
     assert attr.write("wg0", 1).outcome is Outcome.OK
-    assert calls == [b"1\n"]
+    assert calls == [(b"1\n", 0)]
     assert fake.opened == fake.closed and len(fake.opened) == 1
 
 
@@ -144,6 +144,37 @@ def test_write_to_missing_file_does_not_create_it(fakesys, attr):
     (fakesys.root / "wg0").mkdir()
     assert attr.write("wg0", 1).outcome is Outcome.GONE
     assert not (fakesys.root / "wg0" / "threaded").exists()
+
+
+def test_one_open_serves_the_read_the_write_and_the_read_back(fakesys, attr, monkeypatch):
+    fake = patch_os(monkeypatch)
+    fakesys.add("wg0", "0\n")
+    op = attr.open("wg0")
+    assert attr.read_opened(op).value == 0
+    assert attr.write_opened(op, 1).outcome is Outcome.OK
+    assert attr.read_opened(op).value == 1
+    attr.close(op)
+    assert len(fake.opened) == 1 and fake.opened == fake.closed
+
+
+@pytest.mark.parametrize("err", [errno.EACCES, errno.EROFS])
+def test_not_writable_still_reads_and_the_write_says_why(fakesys, attr, monkeypatch, err):
+    # Not root, or a read-only /sys: reading must still work (status, "already as wanted").
+    def open_(path, flags, *a):
+        if flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(err, os.strerror(err))
+        return os.open(path, flags, *a)
+
+    fake = patch_os(monkeypatch, open=open_)
+    fakesys.add("wg0", "1\n")
+    op = attr.open("wg0")
+    assert not op.writable
+    assert attr.read_opened(op).value == 1
+    r = attr.write_opened(op, 0)
+    assert r.outcome is Outcome.PERMISSION and "open for write" in r.detail
+    attr.close(op)
+    assert fakesys.get("wg0") == "1\n"
+    assert fake.opened == fake.closed
 
 
 # -- interface names -------------------------------------------------------------------
@@ -202,7 +233,7 @@ def test_invalid_names_never_reach_a_path(tmp_path, name):
 
 
 @pytest.mark.parametrize("err", [errno.EACCES, errno.EPERM])
-@pytest.mark.parametrize("where", ["open", "write"])
+@pytest.mark.parametrize("where", ["open", "pwrite"])
 def test_permission_errors_name_cap_net_admin(fakesys, attr, monkeypatch, err, where):
     fakesys.add("wg0")
     fake = patch_os(monkeypatch, **{where: raising(err)})
@@ -220,7 +251,7 @@ def test_read_only_sysfs_is_a_permission_problem(fakesys, attr, monkeypatch):
     assert attr.write("wg0", 1).outcome is Outcome.PERMISSION
 
 
-@pytest.mark.parametrize("where", ["open", "write"])
+@pytest.mark.parametrize("where", ["open", "pwrite"])
 def test_eopnotsupp_is_not_settable(fakesys, attr, monkeypatch, where):
     fakesys.add("wg0")
     fake = patch_os(monkeypatch, **{where: raising(errno.EOPNOTSUPP)})
@@ -231,7 +262,7 @@ def test_eopnotsupp_is_not_settable(fakesys, attr, monkeypatch, where):
 
 
 @pytest.mark.parametrize("err", [errno.ENODEV, errno.EINVAL, errno.ENOENT, errno.ENXIO])
-@pytest.mark.parametrize("where", ["open", "write"])
+@pytest.mark.parametrize("where", ["open", "pwrite"])
 def test_gone_errnos_on_write(fakesys, attr, monkeypatch, err, where):
     fakesys.add("wg0")
     fake = patch_os(monkeypatch, **{where: raising(err)})
@@ -242,7 +273,7 @@ def test_gone_errnos_on_write(fakesys, attr, monkeypatch, err, where):
 
 
 @pytest.mark.parametrize("err", [errno.ENODEV, errno.EINVAL, errno.ENOENT, errno.ENXIO])
-@pytest.mark.parametrize("where", ["open", "read"])
+@pytest.mark.parametrize("where", ["open", "pread"])
 def test_gone_errnos_on_read(fakesys, attr, monkeypatch, err, where):
     fakesys.add("wg0", "1\n")
     fake = patch_os(monkeypatch, **{where: raising(err)})
@@ -255,14 +286,14 @@ def test_gone_errnos_on_read(fakesys, attr, monkeypatch, err, where):
 @pytest.mark.parametrize("written", [0, 1])
 def test_short_write_is_not_ok(fakesys, attr, monkeypatch, written):
     fakesys.add("wg0")
-    fake = patch_os(monkeypatch, write=lambda fd, data: written)
+    fake = patch_os(monkeypatch, pwrite=lambda fd, data, offset: written)
     r = attr.write("wg0", 1)
     assert r.outcome is Outcome.GONE
     assert "short write" in r.detail
     assert fake.opened == fake.closed
 
 
-@pytest.mark.parametrize("where", ["open", "write"])
+@pytest.mark.parametrize("where", ["open", "pwrite"])
 def test_other_errno_is_error(fakesys, attr, monkeypatch, where):
     fakesys.add("wg0")
     patch_os(monkeypatch, **{where: raising(errno.EIO)})
@@ -273,14 +304,14 @@ def test_other_errno_is_error(fakesys, attr, monkeypatch, where):
 
 def test_other_errno_on_read_is_error(fakesys, attr, monkeypatch):
     fakesys.add("wg0")
-    patch_os(monkeypatch, read=raising(errno.EIO))
+    patch_os(monkeypatch, pread=raising(errno.EIO))
     assert attr.read("wg0").outcome is Outcome.ERROR
 
 
 def test_the_patch_stays_inside_the_module(fakesys, attr, monkeypatch):
     # Sanity for the approach above: only wgnapid.sysfs sees the fake.
-    patch_os(monkeypatch, write=raising(errno.EIO))
-    assert os.write is not sysfs.os.write
+    patch_os(monkeypatch, pwrite=raising(errno.EIO))
+    assert os.pwrite is not sysfs.os.pwrite
 
 
 # -- napi/<dev>-N kernel threads ----------------------------------------------------------

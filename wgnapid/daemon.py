@@ -109,7 +109,9 @@ class Daemon:
                 f"{self.rec.attr.root} does not show this network namespace's links: mount "
                 "sysfs in this namespace (as `ip netns exec` does) before starting wgnapid"
             )
-        self.rec.sync(links, complete)
+        # Start-up and reload finish their writes before READY=1; the timer and
+        # an overflow do not hold up the events that come meanwhile.
+        self.rec.sync(links, complete, wait=why in ("start-up", "reload"))
         self.rec.stats.resyncs += 1
         interval = self.policy.daemon.resync_interval
         # An inconsistent dump raced a burst: look again soon, not in 30 s.
@@ -147,7 +149,7 @@ class Daemon:
                     self.rec.remove(ifindex)
                     continue
             batch.append((link, ifindex not in self.rec.links))
-        self.rec.observe_many(batch)
+        self.rec.observe_many(batch, wait=False)
 
     def _reload_policy(self) -> None:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -246,6 +248,7 @@ class Daemon:
 
     def run(self) -> int:
         self._signals()
+        self.sel.register(self.rec.completions, selectors.EVENT_READ)
         self._open_source()  # subscribe before listing, so nothing falls between
         self.log.info(
             "started",
@@ -265,6 +268,8 @@ class Daemon:
                             os.read(self._wakeup, 512)
                         except BlockingIOError:
                             pass
+                    elif key.fileobj == self.rec.completions:
+                        self.rec.collect()
                     else:
                         self._handle_events()
                 if self._stop:
@@ -272,7 +277,7 @@ class Daemon:
                 if self._reload:
                     self._reload = False
                     self._reload_policy()
-                self.rec.retry_due()
+                self.rec.retry_due(wait=False)
                 now = time.monotonic()
                 if now >= self._next_resync:
                     self.resync("periodic")

@@ -8,10 +8,13 @@ say *when* to look. The same code serves the daemon, `apply` and `status`
 from __future__ import annotations
 
 import heapq
+import os
+import queue
+import select
 import syslog
+import threading
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,18 +23,20 @@ from wgnapid.config import Policy
 from wgnapid.links import Link, wireguard_peer_count
 from wgnapid.log import Log
 from wgnapid.policy import decide
-from wgnapid.sysfs import Outcome, Result, ThreadedAttr
+from wgnapid.sysfs import Opened, Outcome, Result, ThreadedAttr
 
 RETRY_FIRST = 0.1  # seconds; doubles up to RETRY_CAP_SHARE * pending_max_delay
 # Retries of a waiting link are at most 90% of pending_max_delay apart: the other
 # 10% is for the retry itself (a busy loop, a slow machine), so that a peer added
 # at any moment, with no event, is enforced within pending_max_delay.
 RETRY_CAP_SHARE = 0.9
-# Writes of a batch run on this many threads. Nearly all of a `threaded` write
-# is the kernel creating the NAPI kthread (waiting for kthreadd), which
-# overlaps well: one writer fell 100+ ms behind a 1,000-link burst, four kept
-# up (bench/README.md). os.write releases the GIL; state stays on one thread.
+# Writes run on this many threads. Nearly all of a `threaded` write is the
+# kernel creating the NAPI kthread (waiting for kthreadd), which overlaps
+# well: one writer fell 100+ ms behind a 1,000-link burst, four kept up
+# (bench/README.md). The write releases the GIL; state stays on one thread.
 WRITE_THREADS = 4
+# How long close() waits for writes still in the kernel.
+WRITER_JOIN_TIMEOUT = 5.0
 
 # Link states (docs/DESIGN.md).
 THREADED, OFF, WAITING, HELD, NATIVE, FAILED = "threaded", "off", "waiting", "held", "native", "failed"
@@ -65,6 +70,8 @@ class LinkState:
     current: int | None = None
     written: bool = False  # wgnapid wrote this link's value since it appeared
     changed: bool = False  # the last evaluation wrote a new value
+    writing: bool = False  # a write is with the writer threads
+    again: bool = False  # an event came while writing: evaluate once more after it
     retry_delay: float = 0.0
     retry_at: float | None = None
 
@@ -86,7 +93,7 @@ class _Write:
     """A write an evaluation needs: carried from _evaluate through _write to _finish."""
 
     st: LinkState
-    name: str  # as evaluated, for the writer thread
+    opened: Opened  # read at evaluation; the writer writes, reads back and closes
     want: int
     before: int
     drifted: bool
@@ -99,6 +106,64 @@ class Stats:
     resyncs: int = 0
     overflows: int = 0
     counts: Counter = field(default_factory=Counter)
+
+
+class _Writers:
+    """Threads that make the writes, so that the loop never waits for one.
+
+    Jobs go in through a queue; results come back in `done`, and the eventfd
+    `fd` becomes readable, so the loop can select on it. Threads start with
+    the first job: `status` and dry runs never write.
+    """
+
+    def __init__(self, work: Callable[[_Write], tuple[Result, Result | None]], n: int):
+        self.work = work
+        self.n = n
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.done: deque = deque()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, job: _Write) -> None:
+        if not self.threads:
+            self.threads = [
+                threading.Thread(target=self._run, name=f"wgnapid-write-{i}", daemon=True)
+                for i in range(self.n)
+            ]
+            for t in self.threads:
+                t.start()
+        self.jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                result = self.work(job)
+            except Exception as exc:  # noqa: BLE001 - a result, never a dead writer
+                result = (Result(Outcome.ERROR, detail=f"write: {exc!r}"), None)
+            self.done.append((job, result))
+            os.eventfd_write(self.fd, 1)
+
+    def take(self) -> list:
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+        out = []
+        while self.done:
+            out.append(self.done.popleft())
+        return out
+
+    def wait(self) -> None:
+        select.select([self.fd], [], [])
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+        deadline = time.monotonic() + WRITER_JOIN_TIMEOUT
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.threads = []
+        os.close(self.fd)
 
 
 class Reconciler:
@@ -134,44 +199,61 @@ class Reconciler:
         self.generation = 0  # bumped on every state change: "is there news to publish?"
         self.stats = Stats()
         self._retries: list[tuple[float, int]] = []
-        self._pool: ThreadPoolExecutor | None = None  # started at the first parallel batch
+        self._writers = _Writers(self._write, WRITE_THREADS)
+        self.in_flight = 0  # writes handed to the writers and not yet finished
 
     # -- evaluation -------------------------------------------------------
 
     def observe(self, link: Link, *, new: bool = False) -> LinkState:
-        """Evaluate one link now. ``new``: first seen after start-up (an event)."""
+        """Evaluate one link now, writing on this thread if needed. ``new``:
+        first seen after start-up (an event)."""
         step = self._evaluate(link, new)
         if isinstance(step, _Write):
             return self._finish(step, *self._write(step))
         return step
 
-    def observe_many(self, links: list[tuple[Link, bool]]) -> None:
-        """Evaluate a batch of (link, new); the writes it needs run in parallel.
-
-        Each link should appear once: the caller collapses repeated events."""
-        writes = []
+    def observe_many(self, links: list[tuple[Link, bool]], *, wait: bool = True) -> None:
+        """Evaluate a batch of (link, new); the writes it needs go to the writer
+        threads. ``wait``: return only once they are finished (start-up, reload,
+        `apply`); the daemon's event path does not wait, and finishes them in
+        collect() when `completions` becomes readable."""
         for link, new in links:
             step = self._evaluate(link, new)
             if isinstance(step, _Write):
-                writes.append(step)
-        if len(writes) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="wgnapid-write")
-            # One task per thread, not per write: a future per link cost more
-            # CPU than the rest of the link's evaluation.
-            chunks = [writes[i::WRITE_THREADS] for i in range(min(WRITE_THREADS, len(writes)))]
-            done = list(self._pool.map(self._write_all, chunks))
-            writes = [w for chunk in chunks for w in chunk]
-            results = [r for chunk in done for r in chunk]
-        else:
-            results = [self._write(w) for w in writes]
-        for w, (result, check) in zip(writes, results):
+                step.st.writing = True
+                self.in_flight += 1
+                self._writers.submit(step)
+        if wait:
+            self.drain()
+
+    @property
+    def completions(self) -> int:
+        """A file descriptor that is readable when writes have finished."""
+        return self._writers.fd
+
+    def collect(self) -> None:
+        """Finish the writes the writer threads are done with."""
+        for w, (result, check) in self._writers.take():
+            self.in_flight -= 1
+            st = w.st
+            st.writing = False
+            if self.links.get(st.ifindex) is not st:
+                continue  # removed while the write was in the kernel: nothing to say of it
             self._finish(w, result, check)
+            if st.again:
+                # An event (or resync) came during the write: the kernel may
+                # have changed since the read-back began, so look once more.
+                st.again = False
+                self.observe_many([(Link(st.ifindex, st.name, st.kind), False)], wait=False)
+
+    def drain(self) -> None:
+        """Wait until no write is in flight."""
+        while self.in_flight:
+            self._writers.wait()
+            self.collect()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._writers.close()
 
     def _evaluate(self, link: Link, new: bool) -> LinkState | _Write:
         """Everything up to the write: settled states are returned, a needed
@@ -179,6 +261,9 @@ class Reconciler:
         st = self.links.get(link.ifindex)
         if st is None:
             st = self.links[link.ifindex] = LinkState(link.ifindex, link.name, link.kind)
+        elif st.writing:
+            st.again = True  # one write per link at a time; collect() looks again
+            return st
         elif st.name != link.name or st.kind != link.kind:
             st.name, st.kind = link.name, link.kind
         self.stats.evaluations += 1
@@ -189,7 +274,19 @@ class Reconciler:
             st.before = st.current = None
             return self._settle(st, IGNORED if st.rule else UNMATCHED)
 
-        read = self.attr.read(st.name)
+        opened = self.attr.open(st.name, write=not self.dry_run)
+        if isinstance(opened, Result):
+            return self._fail_or_gone(st, opened)
+        step = None
+        try:
+            step = self._evaluate_value(st, opened, new)
+        finally:
+            if not isinstance(step, _Write):  # a _Write takes the fd to the writer
+                self.attr.close(opened)
+        return step
+
+    def _evaluate_value(self, st: LinkState, opened: Opened, new: bool) -> LinkState | _Write:
+        read = self.attr.read_opened(opened)
         if read.outcome is not Outcome.OK:
             return self._fail_or_gone(st, read)
         st.before = st.current = read.value
@@ -213,18 +310,18 @@ class Reconciler:
         if self.dry_run:
             return self._settle(st, PENDING, f"reads {read.value}, wanted {want}")
         # Drift: the link had what is wanted now and lost it (a policy change is not drift).
-        return _Write(st, st.name, want, read.value, drifted=st.state == (THREADED if want else OFF))
-
-    def _write_all(self, writes: list[_Write]) -> list[tuple[Result, Result | None]]:
-        return [self._write(w) for w in writes]
+        return _Write(st, opened, want, read.value, drifted=st.state == (THREADED if want else OFF))
 
     def _write(self, w: _Write) -> tuple[Result, Result | None]:
-        """The write and the read-back; may run on a writer thread (no state here)."""
-        result = self.attr.write(w.name, w.want)
-        if result.outcome is not Outcome.OK:
-            return result, None
-        # The truth is what the kernel says afterwards, not what was written.
-        return result, self.attr.read(w.name)
+        """The write and the read-back; runs on a writer thread (no state here)."""
+        try:
+            result = self.attr.write_opened(w.opened, w.want)
+            if result.outcome is not Outcome.OK:
+                return result, None
+            # The truth is what the kernel says afterwards, not what was written.
+            return result, self.attr.read_opened(w.opened)
+        finally:
+            self.attr.close(w.opened)
 
     def _finish(self, w: _Write, result: Result, check: Result | None) -> LinkState:
         st, want = w.st, w.want
@@ -325,7 +422,7 @@ class Reconciler:
             heapq.heappop(heap)  # stale: link gone, settled or rescheduled
         return None
 
-    def retry_due(self) -> None:
+    def retry_due(self, *, wait: bool = True) -> None:
         """Re-evaluate waiting links whose retry time has come."""
         now = self.clock()
         due_links = []
@@ -334,7 +431,7 @@ class Reconciler:
             st = self.links[ifindex]
             st.retry_at = None  # taken: the evaluation reschedules it if still waiting
             due_links.append((Link(st.ifindex, st.name, st.kind), False))
-        self.observe_many(due_links)
+        self.observe_many(due_links, wait=wait)
 
     # -- whole sets ---------------------------------------------------------
 
@@ -350,13 +447,13 @@ class Reconciler:
                 name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE,
             )
 
-    def sync(self, links: list[Link], complete: bool = True) -> None:
+    def sync(self, links: list[Link], complete: bool = True, *, wait: bool = True) -> None:
         """Evaluate every listed link; with a complete list, forget links not in it."""
         if complete:
             present = {link.ifindex for link in links}
             for ifindex in [i for i in self.links if i not in present]:
                 self.remove(ifindex)
-        self.observe_many([(link, False) for link in links])
+        self.observe_many([(link, False) for link in links], wait=wait)
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy

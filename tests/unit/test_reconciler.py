@@ -3,7 +3,10 @@ fake WireGuard peer count."""
 
 from __future__ import annotations
 
+import select
 import syslog
+import threading
+import time
 
 import pytest
 
@@ -43,16 +46,23 @@ class Attr(ThreadedAttr):
         self.unsettable: set[str] = set()
         self.forced: dict[str, Result] = {}
         self.ignore_writes: set[str] = set()
+        self.gate: threading.Event | None = None  # when set: writes wait for it
+        self.raising: set[str] = set()
 
-    def write(self, ifname, value):
+    def write_opened(self, op, value):
+        ifname = op.ifname
         self.writes.append((ifname, value))
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never opened the gate"
+        if ifname in self.raising:
+            raise RuntimeError("writer bug")
         if ifname in self.unsettable:
             return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
         if ifname in self.forced:
             return self.forced[ifname]
         if ifname in self.ignore_writes:
             return Result(Outcome.OK, value=value)
-        return super().write(ifname, value)
+        return super().write_opened(op, value)
 
 
 @pytest.fixture
@@ -573,7 +583,7 @@ def test_one_shot_logs_only_what_it_changed_or_failed_at(fakesys, attr, rlog, cl
     assert logged == ["wg0"]
 
 
-# -- batches: writes in parallel, state on one thread ---------------------------------
+# -- writes in flight: the loop does not wait for them ------------------------------------
 
 
 def test_a_batch_writes_every_link_once_and_settles_each(fakesys, attr, rlog, clock):
@@ -591,3 +601,116 @@ def test_a_batch_writes_every_link_once_and_settles_each(fakesys, attr, rlog, cl
     assert all(fakesys.get(name) == ("0\n" if name == "wg7" else "1\n") for name in names)
     assert rec.summary() == {"threaded": 19, "waiting": 1}
     assert len(state_logs(rlog)) == 20
+
+
+def readable(fd, timeout=5.0) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def until(cond, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_without_wait_the_writes_finish_in_collect(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.gate = threading.Event()
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(WG, True)], wait=False)
+    st = rec.links[WG.ifindex]
+    assert rec.in_flight == 1 and st.writing and st.state == ""
+    assert not readable(rec.completions, 0.05)
+    attr.gate.set()
+    assert readable(rec.completions)
+    rec.collect()
+    assert rec.in_flight == 0 and not st.writing
+    assert st.state == "threaded" and fakesys.get("wg0") == "1\n"
+    assert not readable(rec.completions, 0)  # read empty: no busy loop in the selector
+    rec.close()
+
+
+def test_an_event_during_the_write_is_looked_at_once_after_it(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.gate = threading.Event()
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(WG, True)], wait=False)
+    assert until(lambda: len(attr.writes) == 1)  # the writer is in the "kernel"
+    # Two more events while the write is in the kernel: no second write meanwhile.
+    rec.observe_many([(WG, False)], wait=False)
+    rec.observe_many([(WG, False)], wait=False)
+    assert rec.in_flight == 1 and len(attr.writes) == 1
+    # Someone resets it before the read-back is evaluated: the second look re-asserts.
+    attr.ignore_writes.add("wg0")
+    attr.gate.set()
+    rec.drain()
+    assert attr.writes == [("wg0", 1), ("wg0", 1)]
+    assert rec.links[WG.ifindex].state == "failed"  # wrote 1, reads 0 (the kernel kept 0)
+    rec.close()
+
+
+def test_a_link_removed_during_its_write_stays_removed(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    attr.gate = threading.Event()
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(WG, True)], wait=False)
+    rec.remove(WG.ifindex)
+    attr.gate.set()
+    rec.drain()
+    assert WG.ifindex not in rec.links
+    assert rec.summary() == {} and state_logs(rlog) == []
+    rec.close()
+
+
+def test_a_writer_that_raises_fails_the_link_and_keeps_working(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    fakesys.add("wg1", "0\n")
+    attr.raising.add("wg0")
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(WG, True), (Link(6, "wg1", "wireguard"), True)])
+    assert rec.links[WG.ifindex].state == "failed"
+    assert "writer bug" in rec.links[WG.ifindex].reason
+    assert rec.links[6].state == "threaded"
+    attr.raising.clear()
+    rec.observe_many([(WG, False)])  # the same threads serve the next write
+    assert rec.links[WG.ifindex].state == "threaded"
+    rec.close()
+
+
+def test_close_ends_the_writer_threads(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(WG, True)])
+    threads = list(rec._writers.threads)
+    assert threads and all(t.is_alive() for t in threads)
+    rec.close()
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_every_evaluation_closes_what_it_opened(fakesys, attr, rlog, clock, monkeypatch):
+    opened, closed = [], []
+    real_open, real_close = attr.open, attr.close
+
+    def open_(name, **kw):
+        op = real_open(name, **kw)
+        if not isinstance(op, Result):
+            opened.append(op.fd)
+        return op
+
+    def close(op):
+        closed.append(op.fd)
+        real_close(op)
+
+    monkeypatch.setattr(attr, "open", open_)
+    monkeypatch.setattr(attr, "close", close)
+    for i in range(6):
+        fakesys.add(f"wg{i}", "1\n" if i % 2 else "0\n")
+    attr.unsettable.add("wg2")
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(Link(i + 1, f"wg{i}", "wireguard"), True) for i in range(6)]
+                     + [(Link(9, "gone0", "wireguard"), True)])
+    rec.close()
+    assert sorted(opened) == sorted(closed) and len(opened) == 6

@@ -10,6 +10,10 @@ the same way as wgnapid.
     python -m bench.alternatives timer SECONDS every SECONDS, fork a shell that
                                                rewrites every /sys/class/net/*/threaded
                                                (a cron job or systemd timer)
+    python -m bench.alternatives floor         not an alternative: bench/floor.c, the
+                                               leanest responder there can be (C, 4
+                                               writer threads, write only), built with
+                                               cc and run; the lower bound of the event path
 
 Each prints "ready" once listening. On SIGUSR1 it prints
 `cpu SELF_NS CHILDREN_NS SPAWNED OK FAILED OVERFLOWS` (getrusage of itself and
@@ -26,7 +30,9 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 
@@ -236,7 +242,16 @@ class Timer(Base):
         self.finish()
 
 
+def exec_floor() -> None:
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor.c")
+    exe = os.path.join(tempfile.mkdtemp(prefix="wgnapid-bench-floor-"), "floor")
+    subprocess.run(["cc", "-O2", "-pthread", "-o", exe, src], check=True)
+    os.execv(exe, [exe])
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "floor":
+        exec_floor()
     if not argv or argv[0] not in ("hook", "udev", "timer"):
         print(__doc__, file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SUBJECTS = ("wgnapid", "hook", "udev", "timer1", "timer10")
+SUBJECTS = ("wgnapid", "hook", "udev", "timer1", "timer10", "floor")
 
 
 @dataclass
@@ -40,7 +40,7 @@ def build(quick: bool) -> list[Item]:
     n = 20 if q else 100
     add("single", "wgnapid", {"type": "single", "n": n, "timeout": 5}, 1 if q else 2)
     add("single_poll", "wgnapid", {"type": "single", "n": n, "poll": True})
-    for alt in ("hook", "udev"):
+    for alt in ("hook", "udev", "floor"):
         add("single", alt, {"type": "single", "n": n, "timeout": 5}, 1 if q else 2)
     add("single", "timer1", {"type": "paced", "n": 10 if q else 40, "window_s": 5 if q else 20,
                              "timeout": 3})
@@ -49,6 +49,8 @@ def build(quick: bool) -> list[Item]:
     for size, reps in ((100, (2, 5)), (1000, (1, 5))):
         key = f"burst{size}"
         add(key, "wgnapid", {"type": "burst", "size": size, "timeout": 15}, reps[0] if q else reps[1])
+        # The lower bound, as many runs as wgnapid: what any responder can reach here.
+        add(key, "floor", {"type": "burst", "size": size, "timeout": 15}, reps[0] if q else reps[1])
         for alt in ("hook", "udev"):
             add(key, alt, {"type": "burst", "size": size, "timeout": 30}, 1 if q else 3)
         add(key, "timer1", {"type": "burst", "size": size, "timeout": 5, "phase_s": 1}, 1 if q else 3)

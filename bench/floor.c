@@ -12,10 +12,12 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,16 +25,12 @@
 #define QLEN 65536
 #define MAX_IFINDEX (1 << 20)
 
-static volatile sig_atomic_t report, stop;
 static char queue[QLEN][16];
 static unsigned head, tail;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t nonempty = PTHREAD_COND_INITIALIZER;
 static unsigned long seen_count, ok, failed;
 static unsigned char seen[MAX_IFINDEX];
-
-static void on_usr1(int s) { (void)s; report = 1; }
-static void on_term(int s) { (void)s; stop = 1; }
 
 static void write_threaded(const char *name)
 {
@@ -60,48 +58,62 @@ static void *writer(void *arg)
 	return NULL;
 }
 
+static void report_cpu(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	long long ns = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+		       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+	printf("cpu %lld 0 %lu %lu %lu 0\n", ns, seen_count,
+	       __atomic_load_n(&ok, __ATOMIC_RELAXED), __atomic_load_n(&failed, __ATOMIC_RELAXED));
+	fflush(stdout);
+}
+
 int main(void)
 {
-	struct sigaction sa = {0}; /* no SA_RESTART: recv returns EINTR on a signal */
-	sa.sa_handler = on_usr1;
-	sigaction(SIGUSR1, &sa, NULL);
-	sa.sa_handler = on_term;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	/* Signals through a signalfd polled with the socket: a flag set by a
+	 * handler just before a blocking recv would be seen only at the next
+	 * message, which after a burst never comes. Blocked before the threads
+	 * start, so they inherit the mask. */
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGUSR1);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 
 	int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 	int size = 4 << 20;
 	setsockopt(sock, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
 	struct sockaddr_nl addr = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK};
-	if (sock < 0 || bind(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
-		perror("floor: netlink");
+	if (sfd < 0 || sock < 0 || bind(sock, (struct sockaddr *)&addr, sizeof addr) < 0) {
+		perror("floor: netlink/signalfd");
 		return 1;
 	}
-	/* Signals go to the main thread only, so that they interrupt its recv. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (int i = 0; i < THREADS; i++) {
 		pthread_t t;
 		pthread_create(&t, NULL, writer, NULL);
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	printf("ready\n");
 	fflush(stdout);
 
 	static char buf[1 << 20];
-	while (!stop) {
-		if (report) {
-			report = 0;
-			struct rusage ru;
-			getrusage(RUSAGE_SELF, &ru);
-			long long ns = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
-				       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
-			printf("cpu %lld 0 %lu %lu %lu 0\n", ns, seen_count,
-			       __atomic_load_n(&ok, __ATOMIC_RELAXED), __atomic_load_n(&failed, __ATOMIC_RELAXED));
-			fflush(stdout);
+	for (;;) {
+		struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = sock, .events = POLLIN}};
+		if (poll(fds, 2, -1) < 0)
+			continue;
+		if (fds[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof si) == sizeof si) {
+				if (si.ssi_signo != SIGUSR1)
+					return 0;
+				report_cpu();
+			}
 		}
-		ssize_t n = recv(sock, buf, sizeof buf, 0);
+		if (!(fds[1].revents & POLLIN))
+			continue;
+		ssize_t n = recv(sock, buf, sizeof buf, MSG_DONTWAIT);
 		if (n < 0)
 			continue;
 		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
@@ -126,5 +138,4 @@ int main(void)
 			pthread_mutex_unlock(&lock);
 		}
 	}
-	return 0;
 }

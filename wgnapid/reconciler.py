@@ -157,6 +157,12 @@ class _Writers:
         select.select([self.fd], [], [])
 
     def close(self) -> None:
+        # Stopping: writes not begun are dropped (their files close with the process).
+        while True:
+            try:
+                self.jobs.get_nowait()
+            except queue.Empty:
+                break
         for _ in self.threads:
             self.jobs.put(None)
         deadline = time.monotonic() + WRITER_JOIN_TIMEOUT

@@ -714,3 +714,20 @@ def test_every_evaluation_closes_what_it_opened(fakesys, attr, rlog, clock, monk
                      + [(Link(9, "gone0", "wireguard"), True)])
     rec.close()
     assert sorted(opened) == sorted(closed) and len(opened) == 6
+
+
+def test_close_drops_writes_not_begun(fakesys, attr, rlog, clock):
+    names = [f"wg{i}" for i in range(10)]
+    for name in names:
+        fakesys.add(name, "0\n")
+    attr.gate = threading.Event()
+    rec = make(attr, rlog, clock)
+    rec.observe_many([(Link(i + 1, n, "wireguard"), True) for i, n in enumerate(names)], wait=False)
+    assert until(lambda: len(attr.writes) == 4)  # one per writer thread, the rest queued
+    closing = threading.Thread(target=rec.close)
+    closing.start()
+    assert until(lambda: rec._writers.jobs.qsize() <= 4)  # the queued six dropped (stop markers left)
+    attr.gate.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert len(attr.writes) == 4

@@ -220,8 +220,8 @@ class Reconciler:
 
     def observe_many(self, links: list[tuple[Link, bool]], *, wait: bool = True) -> None:
         """Evaluate a batch of (link, new); the writes it needs go to the writer
-        threads. ``wait``: return only once they are finished (start-up, reload,
-        `apply`); the daemon's event path does not wait, and finishes them in
+        threads. ``wait``: return only once they are finished (start-up, reload:
+        READY=1 means converged); the event path does not wait, and finishes them in
         collect() when `completions` becomes readable."""
         for link, new in links:
             step = self._evaluate(link, new)

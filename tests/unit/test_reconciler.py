@@ -616,11 +616,17 @@ def until(cond, timeout=5.0) -> bool:
     return True
 
 
-def test_without_wait_the_writes_finish_in_collect(fakesys, attr, rlog, clock):
+def start_held_write(fakesys, attr, rlog, clock):
+    """A reconciler with wg0's write handed to a writer and held there until attr.gate is set."""
     fakesys.add("wg0", "0\n")
     attr.gate = threading.Event()
     rec = make(attr, rlog, clock)
     rec.observe_many([(WG, True)], wait=False)
+    return rec
+
+
+def test_without_wait_the_writes_finish_in_collect(fakesys, attr, rlog, clock):
+    rec = start_held_write(fakesys, attr, rlog, clock)
     st = rec.links[WG.ifindex]
     assert rec.in_flight == 1 and st.writing and st.state == ""
     assert not readable(rec.completions, 0.05)
@@ -634,10 +640,7 @@ def test_without_wait_the_writes_finish_in_collect(fakesys, attr, rlog, clock):
 
 
 def test_an_event_during_the_write_is_looked_at_once_after_it(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
-    attr.gate = threading.Event()
-    rec = make(attr, rlog, clock)
-    rec.observe_many([(WG, True)], wait=False)
+    rec = start_held_write(fakesys, attr, rlog, clock)
     assert until(lambda: len(attr.writes) == 1)  # the writer is in the "kernel"
     # Two more events while the write is in the kernel: no second write meanwhile.
     rec.observe_many([(WG, False)], wait=False)
@@ -653,10 +656,7 @@ def test_an_event_during_the_write_is_looked_at_once_after_it(fakesys, attr, rlo
 
 
 def test_a_link_removed_during_its_write_stays_removed(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
-    attr.gate = threading.Event()
-    rec = make(attr, rlog, clock)
-    rec.observe_many([(WG, True)], wait=False)
+    rec = start_held_write(fakesys, attr, rlog, clock)
     rec.remove(WG.ifindex)
     attr.gate.set()
     rec.drain()

@@ -147,14 +147,6 @@ class Daemon:
 
     def resync(self, why: str) -> None:
         """Full re-list: the answer to start-up, overflow, reload and the timer."""
-        if why == "start-up":
-            # Nothing is written through a sysfs view that is not this
-            # namespace's own (wgnapid.netns.check_view). The view is held as a
-            # directory fd from here on, so a later remount of /sys cannot
-            # change it.
-            problem = self.ns.check_view()
-            if problem:
-                raise RuntimeError(self.ns.problem_line(problem))
         links, complete = self.ns.dump()
         # Start-up and reload finish their writes before READY=1; the timer and
         # an overflow do not hold up the events that come meanwhile.
@@ -297,6 +289,14 @@ class Daemon:
         return max(0.0, min(deadlines) - now)
 
     def run(self) -> int:
+        # Nothing is written through a sysfs view that is not this namespace's
+        # own (wgnapid.netns.check_view): one line and exit 1 (cli). The view is
+        # held as a directory fd from here on, so a later remount of /sys
+        # cannot change it.
+        problem = self.ns.check_view()
+        if problem:
+            self.ns.close()
+            raise RuntimeError(self.ns.problem_line(problem))
         self._signals()
         self.sel.register(self.rec.completions, selectors.EVENT_READ)
         self._open_source()  # subscribe before listing, so nothing falls between

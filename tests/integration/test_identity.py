@@ -211,3 +211,46 @@ def test_each_daemon_publishes_only_its_own_status(netns, netns_factory, daemon_
     assert {l["name"]: l["state"] for l in sa["links"]}["va0"] == "threaded"
     rc, _ = da.stop()
     assert rc == 0
+
+
+def test_a_rename_while_the_write_is_in_the_kernel(netns, daemon_factory, tmp_path):
+    """Issue 9, input 1, the in-flight variant: the daemon's write to va0 is held
+    at the entry of its pwrite64 (ptrace), the link is renamed va1 and a tun
+    link takes the name va0. The stored name follows at once (published while
+    the write is still held); the write lands on the link decided on; the tun,
+    which no rule matches, is never written; the log names va1."""
+    import ptracehold
+
+    why = ptracehold.supported()
+    if why:
+        pytest.skip(why)
+    policy = write_policy(tmp_path / "p.toml", resync_interval=60)
+    netns.veth("va9", "pa9")
+    netns.make_settable("va9")  # written at start-up: the writer threads exist
+    d = daemon_factory(policy).start()
+    assert netns.threaded("va9") == 1
+
+    hold = ptracehold.HoldWrite(d.pid, "/va0/threaded")
+    try:
+        netns.veth("va0", "pa0")
+        netns.make_settable("va0")
+        ifindex = netns.ifindex("va0")
+        assert hold.held.wait(15), "the daemon's write to va0 never came"
+        netns.ip("link", "set", "va0", "down")
+        netns.ip("link", "set", "va0", "name", "va1")
+        netns.ip("link", "set", "va1", "up")
+        netns.agent.call("tun_create", prefix="va", count=1)  # a tun named va0: settable, no rule
+        wait_until(lambda: (by_ifindex(d, ifindex) or {}).get("name") == "va1", 10,
+                   "the published name to follow the rename while the write is held")
+        assert netns.values("va0", "va1") == {"va0": 0, "va1": 0}  # still held
+    finally:
+        hold.release()
+    wait_until(lambda: netns.threaded("va1") == 1, 10, "va1 threaded")
+    d.reload()
+    assert netns.values("va0", "va1") == {"va0": 0, "va1": 1}
+    rc, _ = d.stop()
+    assert rc == 0
+    assert_clean_log(d)
+    assert link_lines(d, "va0") == [], d.log()
+    assert [l.split(": ")[3].split(" [")[0] for l in link_lines(d, "va1")] == ["threaded NAPI on"], d.log()
+    assert "re-asserted" not in d.log()

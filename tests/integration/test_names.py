@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wgtest import assert_clean_log, run_cli, wait_journal, wait_until, write_policy
+from wgtest import run_cli, wait_journal, wait_until, write_policy
 
 FF = b"wg\xff".decode("utf-8", "surrogateescape")  # how wgnapid (and Python's os) holds it
 EM = "x\u2003y"

@@ -9,9 +9,9 @@ import threading
 from wgnapid.daemon import Daemon, batch_order
 from wgnapid.links import Link, LinkEvent
 
-from .helpers import policy, rule
-from .test_reconciler import Attr, Clock, make, until  # noqa: F401 (fixtures come from there too)
-from .test_reconciler import attr, clock  # noqa: F401
+from .helpers import rule
+from .test_reconciler import make, until
+from .test_reconciler import attr, clock  # noqa: F401 (fixtures)
 
 
 def new(i, name="x", kind="veth"):

@@ -8,7 +8,7 @@ import os
 import sys
 
 from wgnapid import __version__, config, kernel
-from wgnapid.log import LEVELS, Log, journald_reachable
+from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journald_reachable
 
 # EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus=78 stops systemd
 # from restarting a daemon whose policy is broken.
@@ -306,6 +306,10 @@ def cmd_doctor(args) -> int:
             if why:
                 problems.append(f"{name}: cannot write threaded: {why}")
     journald_problem = journald_reachable()
+    if journald_problem and os.path.exists(JOURNAL_SOCKET):
+        # A socket file nobody answers: journald crashed or was stopped (no
+        # socket file at all is a host without journald, and not a fault).
+        problems.append(f"journald is not reachable ({journald_problem}): logs go to stderr")
     guard = policy.daemon.kernel_guard if policy else None
     doc = {
         "version": __version__,

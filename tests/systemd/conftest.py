@@ -17,7 +17,6 @@ def pytest_collection_modifyitems(config, items):
     problem = machine_mod.problem()
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.systemd)
             if problem:
                 item.add_marker(pytest.mark.skip(reason=f"systemd tier: {problem}"))
 

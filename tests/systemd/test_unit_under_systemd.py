@@ -46,6 +46,8 @@ threaded = "{threaded}"
 """
 CONF_D = "/etc/wgnapid/conf.d/50-tier.toml"
 
+pytestmark = pytest.mark.systemd
+
 
 def readme_install_lines() -> list[str]:
     """The shell lines of the README's "## Install" section, in order."""

@@ -156,6 +156,21 @@ class NetNamespace:
         os.close(dfd)
         return None
 
+    def writable(self, ifindex: int, name: str) -> str | None:
+        """None when this process may write the `threaded` attribute of the link
+        (``ifindex``, last known as ``name``), else why not, in one line. Changes
+        nothing (ThreadedAttr.writable); only a proven directory is looked at."""
+        try:
+            dfd = self._proven_dir(ifindex, name)
+        except ValueError as exc:
+            return str(exc)
+        if dfd is None:
+            return f"cannot prove which sysfs directory is ifindex {ifindex}"
+        try:
+            return self.attr.writable(dfd)
+        finally:
+            os.close(dfd)
+
     def open_threaded(self, ifindex: int, name: str, *, write: bool = True
                       ) -> tuple[Opened | Result, Link | None]:
         """Open the `threaded` attribute of the link (this namespace, ``ifindex``),

@@ -36,18 +36,55 @@ PERMISSION_HINT = (
     "root-owned sysfs: run as root (or grant CAP_DAC_OVERRIDE)"
 )
 
+# Root without CAP_NET_ADMIN (a unit's CapabilityBoundingSet=, a container).
+ROOT_PERMISSION_HINT = (
+    "needs CAP_NET_ADMIN in the link's network namespace (missing from this "
+    "process's capabilities: CapabilityBoundingSet=, or a container's limits)"
+)
+
 _GONE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.EINVAL, errno.ENXIO}
 
 
-def _classify(exc: OSError, action: str) -> Result:
+def read_only_hint(device_dir: str) -> str:
+    """Why a write got EROFS, naming the mount and the systemd setting that opens it.
+
+    ``device_dir``: the link's directory in sysfs with symlinks resolved
+    (/sys/devices/.../net/DEV), the path a drop-in must name.
+    """
+    return (
+        f"{device_dir} is on a read-only mount (under systemd: ProtectKernelTunables= makes "
+        f"/sys read-only; the unit opens only /sys/devices/virtual/net, so add "
+        f"ReadWritePaths={os.path.dirname(device_dir)} in a drop-in)"
+    )
+
+
+def _classify(exc: OSError, action: str, device_dir: str | None = None) -> Result:
     err = exc.errno
     if err == errno.EOPNOTSUPP:
         return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
     if err in _GONE_ERRNOS:
         return Result(Outcome.GONE, detail=f"{action}: {os.strerror(err)}")
-    if err in (errno.EPERM, errno.EACCES, errno.EROFS):
-        return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}; {PERMISSION_HINT}")
+    if err == errno.EROFS:
+        where = read_only_hint(device_dir) if device_dir else "sysfs is mounted read-only here"
+        return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}: {where}")
+    if err in (errno.EPERM, errno.EACCES):
+        hint = ROOT_PERMISSION_HINT if os.geteuid() == 0 else PERMISSION_HINT
+        return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}; {hint}")
     return Result(Outcome.ERROR, detail=f"{action}: {exc.strerror or exc}")
+
+
+def device_dir(dirfd: int) -> str:
+    """The path of the link directory open as ``dirfd`` (/sys/devices/.../net/DEV
+    for the process's own /sys), for messages; "" when it cannot be told."""
+    try:
+        return os.readlink(f"/proc/self/fd/{dirfd}")
+    except OSError:
+        return ""
+
+
+def _erofs_dir(exc: OSError, dirfd: int) -> str | None:
+    # Only an EROFS message names the directory: resolve it only then.
+    return device_dir(dirfd) or None if exc.errno == errno.EROFS and dirfd >= 0 else None
 
 
 @dataclass(slots=True)
@@ -71,6 +108,24 @@ class ThreadedAttr:
     link is proven by wgnapid.netns (NetNamespace.open_threaded); nothing here
     builds a path from a name."""
 
+    def writable(self, dirfd: int) -> str | None:
+        """None when this process may write `threaded` under the link directory
+        ``dirfd``, else why not (one line).
+
+        Changes nothing: fstatvfs() for a read-only mount (ST_RDONLY: the
+        per-mount flag systemd's ProtectKernelTunables= sets), then
+        faccessat(W_OK) with the effective ids for the file's permission bits.
+        CAP_NET_ADMIN, checked by the kernel on the write itself, is the
+        privileges check's."""
+        try:
+            if os.fstatvfs(dirfd).f_flag & os.ST_RDONLY:
+                return f"Read-only file system: {read_only_hint(device_dir(dirfd))}"
+            if not os.access("threaded", os.W_OK, dir_fd=dirfd, effective_ids=True):
+                return f"no write permission on {device_dir(dirfd)}/threaded; {PERMISSION_HINT}"
+        except OSError as exc:
+            return str(exc)
+        return None
+
     def open(self, dirfd: int, ifname: str, *, write: bool = True) -> Opened | Result:
         """Open `threaded` under the directory ``dirfd`` (openat). One open serves
         a read, a write and the read-back (each kernfs open costs about as much as
@@ -86,7 +141,7 @@ class ThreadedAttr:
                         raise
             fd = os.open("threaded", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError as exc:
-            return _classify(exc, "open")
+            return _classify(exc, "open", _erofs_dir(exc, dirfd))
         keep = -1
         if write:
             try:
@@ -123,7 +178,7 @@ class ThreadedAttr:
             else:
                 return Result(Outcome.ERROR, detail="write: opened for reading only")
         except OSError as exc:
-            return _classify(exc, "open for write")
+            return _classify(exc, "open for write", _erofs_dir(exc, op.dirfd))
         try:
             # One write: a write racing device removal can return 0 bytes
             # instead of failing, so anything short is a failure.
@@ -181,6 +236,10 @@ class NapiThreads:
 
     def __init__(self) -> None:
         self._comms: dict[str, int] = {}
+        # In a PID namespace of its own (a container, systemd's guest) no kernel
+        # thread is visible: PID 2 is then not kthreadd (PPid 0). Counts would
+        # say 0 where the truth is unknown.
+        self.visible = self._kthreadd_visible()
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -206,6 +265,16 @@ class NapiThreads:
                 suffix = comm[k + 1 :]
                 if ch == "-" and (suffix.isdigit() or (not suffix and len(comm) == self.COMM_LEN)):
                     self._by_dev[comm[5:k]] = self._by_dev.get(comm[5:k], 0) + n
+
+    @staticmethod
+    def _kthreadd_visible() -> bool:
+        try:
+            with open("/proc/2/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return False
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        return stat[stat.find(b"(") + 1 : stat.rfind(b")")] == b"kthreadd" and fields[1:2] == [b"0"]
 
     def count(self, ifname: str) -> int:
         prefix = f"napi/{ifname}-"

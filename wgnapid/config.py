@@ -61,11 +61,13 @@ class DaemonConfig(_Strict):
     )
     resync_interval: Seconds = Field(
         30,
+        json_schema_extra={"minimum": RESYNC_INTERVAL_MIN},  # checked by _resync_floor
         description="Seconds between full re-reads of every matched link; re-asserts a "
         "threaded flag that was cleared without an event.",
     )
     pending_max_delay: Seconds = Field(
         2,
+        json_schema_extra={"minimum": PENDING_MAX_DELAY_MIN},  # checked by _pending_floor
         description="Longest wait, in seconds, between retries of a link that cannot be "
         "set yet (a WireGuard link before its first peer: adding a peer emits no event).",
     )

@@ -97,7 +97,7 @@ def _type(prop: dict, defs: dict) -> str:
         if prop.get("minItems"):
             words += f" (at least {prop['minItems']})"
     bounds = []
-    if "exclusiveMinimum" in prop:
+    if "exclusiveMinimum" in prop and prop.get("minimum", prop["exclusiveMinimum"]) <= prop["exclusiveMinimum"]:
         bounds.append(f"> {_toml(prop['exclusiveMinimum'])}")
     if "minimum" in prop:
         bounds.append(f">= {_toml(prop['minimum'])}")
@@ -157,12 +157,14 @@ def sections(model=config.PolicyFile) -> list[Section]:
 EXIT_MEANINGS = {
     "EXIT_OK": "Success: the command did what was asked (apply: every matched link is as "
                "wanted, waiting for a peer, held or native; doctor: nothing prevents wgnapid "
-               "from working; check-config: the policy is valid).",
-    "EXIT_FAIL": "Failure: a link failed (apply), a problem was found (doctor), the policy is "
-                 "invalid, or wgnapid lacks privileges; one line on standard error says why.",
+               "from working; check-config: the policy is valid; reload: the daemon applied it).",
+    "EXIT_FAIL": "Failure: a link failed (apply), a problem was found (doctor), the daemon "
+                 "refused a reload or did not answer, or wgnapid lacks privileges; one line on "
+                 "standard error says why.",
     "EXIT_USAGE": "Usage error: unknown command or option (argparse).",
-    "EXIT_CONFIG": "The policy is invalid (EX_CONFIG): systemd does not restart the daemon "
-                   "for it (RestartPreventExitStatus=).",
+    "EXIT_CONFIG": "The policy is invalid (EX_CONFIG of sysexits.h), whichever command read it; "
+                   "each problem is one line naming the file and the key. The unit's "
+                   "RestartPreventExitStatus= keeps systemd from restarting the daemon for it.",
 }
 
 SIGNALS = [
@@ -171,6 +173,8 @@ SIGNALS = [
                f"(MESSAGE_ID={log.MESSAGE_IDS['reload-failed']}) and the running policy is kept. "
                "Sends RELOADING=1 with MONOTONIC_USEC, then READY=1, as Type=notify-reload expects."),
     ("SIGTERM, SIGINT", "Stop: sends STOPPING=1 and exits 0 within a second."),
+    ("during start-up", "The signals are caught from the first instant: a SIGHUP before "
+                        "READY=1 is acted on after it, SIGTERM ends the start."),
 ]
 
 

@@ -42,7 +42,7 @@ def test_sections_cover_every_key_of_the_model():
 def test_key_types_and_defaults_are_read_from_the_model():
     keys = {(s.name, k.name): k for s in reference.sections() for k in s.keys}
     assert keys["daemon", "resync_interval"].default == "30"
-    assert keys["daemon", "resync_interval"].type == "number (> 0, <= 86400)"
+    assert keys["daemon", "resync_interval"].type == "number (>= 1, <= 86400)"
     assert keys["daemon", "source"].type == '"netlink" | "udev"'
     assert keys["rules", "threaded"].default is None  # required
     assert keys["rules", "kinds"].default == '["*"]'

@@ -50,11 +50,36 @@ class _Strict(BaseModel):
 
 
 class DaemonConfig(_Strict):
-    source: Literal["netlink", "udev"] = "netlink"
-    resync_interval: Seconds = 30
-    pending_max_delay: Seconds = 2
-    log_level: Literal["debug", "info", "notice", "warning", "error"] = "info"
-    kernel_guard: Literal["strict", "warn", "off"] = "strict"
+    """How the daemon runs: where events come from, how often it re-reads, what it logs.
+    Later files (conf.d snippets) override single keys."""
+
+    source: Literal["netlink", "udev"] = Field(
+        "netlink",
+        description="Where link events come from: rtnetlink (netlink) or kernel uevents "
+        "through libudev (udev). Events only say when to look; values are always read "
+        "back from sysfs.",
+    )
+    resync_interval: Seconds = Field(
+        30,
+        json_schema_extra={"minimum": RESYNC_INTERVAL_MIN},  # checked by _resync_floor
+        description="Seconds between full re-reads of every matched link; re-asserts a "
+        "threaded flag that was cleared without an event.",
+    )
+    pending_max_delay: Seconds = Field(
+        2,
+        json_schema_extra={"minimum": PENDING_MAX_DELAY_MIN},  # checked by _pending_floor
+        description="Longest wait, in seconds, between retries of a link that cannot be "
+        "set yet (a WireGuard link before its first peer: adding a peer emits no event).",
+    )
+    log_level: Literal["debug", "info", "notice", "warning", "error"] = Field(
+        "info", description="Lowest priority logged; --log-level overrides it."
+    )
+    kernel_guard: Literal["strict", "warn", "off"] = Field(
+        "strict",
+        description="On kernels older than 6.10 (threaded NAPI on WireGuard can stall "
+        "receive for good, CVE-2026-52945): strict holds WireGuard links, warn enables "
+        "them with a warning, off does not check.",
+    )
 
     @field_validator("resync_interval")
     @classmethod
@@ -73,10 +98,27 @@ class DaemonConfig(_Strict):
 
 
 class Rule(_Strict):
-    name: str = Field(min_length=1)
-    kinds: list[str] = Field(default=["*"], min_length=1)
-    interfaces: list[str] = Field(default=["*"], min_length=1)
-    threaded: Literal["on", "off", "ignore"]
+    """One rule: which links it matches and what they get. Rules are tried in
+    order; the first that matches a link decides, and a link no rule matches is
+    left alone. Files append their rules."""
+
+    name: str = Field(
+        min_length=1, description="Unique name, used in logs (WGNAPID_RULE=) and status."
+    )
+    kinds: list[str] = Field(
+        default=["*"],
+        min_length=1,
+        description='IFLA_INFO_KIND values to match (e.g. "wireguard", "veth"); "*" matches any kind.',
+    )
+    interfaces: list[str] = Field(
+        default=["*"],
+        min_length=1,
+        description="Shell globs on the interface name (case-sensitive).",
+    )
+    threaded: Literal["on", "off", "ignore"] = Field(
+        description="What matched links get: on writes 1 to /sys/class/net/<dev>/threaded, "
+        "off writes 0, ignore leaves them alone (shown in status)."
+    )
 
     @field_validator("kinds", "interfaces")
     @classmethod

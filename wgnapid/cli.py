@@ -157,7 +157,7 @@ def _daemon_status() -> dict | None:
 
 def status_document(policy: config.Policy) -> dict:
     """What the kernel says now, with the running daemon's view of each link."""
-    from wgnapid.sysfs import NapiThreads
+    from wgnapid.napithreads import NapiThreads
 
     verdict = kernel.running_verdict()
     rec, states = _one_pass(policy, Log("stderr", "error"), dry_run=True)

@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="machine-readable output")
     s = sub.add_parser("status", help="each link, what is wanted and what it has")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--watch", action="store_true",
+                   help="refresh every --interval seconds with each NAPI thread's CPU use (Ctrl-C ends)")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    s.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
     c = sub.add_parser("check-config", help="validate a policy file (exit 0 when valid)")
     c.add_argument("file", nargs="?", help="the file to check (default: the policy in use)")
     d = sub.add_parser("doctor", help="can wgnapid do its job here?")
@@ -164,6 +168,7 @@ def status_document(policy: config.Policy) -> dict:
     daemon = _daemon_status()
     known = {(l["ifindex"], l["name"]): l for l in daemon["links"]} if daemon else {}
     threads = NapiThreads()
+    names = [st.name for st in states]
     links, summary = [], {}
     for st in states:
         row = st.as_dict()
@@ -173,7 +178,12 @@ def status_document(policy: config.Policy) -> dict:
             row["state"], row["reason"] = seen["state"], seen["reason"]
         if daemon and daemon.get("kernel_native") and st.kind == "wireguard" and st.wanted == "on":
             row["state"] = "native"
-        row["napi_threads"] = threads.count(st.name)
+        lt = threads.of(st.name, names)
+        row["napi_threads"] = len(lt.threads)
+        row["threads"] = lt.as_list()
+        row["threads_ambiguous"] = lt.ambiguous
+        if seen and "placement" in seen:
+            row["placement"] = seen["placement"]
         links.append(row)
         summary[row["state"]] = summary.get(row["state"], 0) + 1
     return {
@@ -200,6 +210,10 @@ def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None)
 
 
 def cmd_status(args, policy: config.Policy) -> int:
+    if args.watch:
+        from wgnapid.watch import watch
+
+        return watch(lambda: status_document(policy), args.interval, args.count, args.json)
     doc = status_document(policy)
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -219,8 +233,24 @@ def cmd_status(args, policy: config.Policy) -> int:
         if row["reason"]:
             line += f" ({row['reason']})"
         print(line)
+        print_threads(row)
     print(", ".join(f"{n} {s}" for s, n in sorted(doc["summary"].items())))
     return EXIT_OK
+
+
+def print_threads(row: dict, usage: dict[int, float] | None = None) -> None:
+    """A link's NAPI threads under its status line; ``usage``: {pid: CPU %} (--watch)."""
+    p = row.get("placement")
+    if p:
+        want = ", ".join(x for x in (p["cpus"] and f"cpus {p['cpus']}", p["sched"] and f"sched {p['sched']}") if x)
+        print(f"    placement: {want}: {p['state']}" + (f" ({p['reason']})" if p["reason"] else ""))
+    if row.get("threads_ambiguous"):
+        print(f"    AMBIGUOUS: {row['threads_ambiguous']}")
+    for t in row.get("threads", []):
+        sched = t["policy"] + (f":{t['priority']}" if t["policy"] in ("fifo", "rr") else f" nice {t['nice']}")
+        use = f" {usage.get(t['pid'], 0.0):5.1f}%" if usage is not None else ""
+        print(f"    {t['name']:<20} pid {t['pid']:>7}  cpu {t['cpu']:>3}  {t['cpu_seconds']:>9.2f} s{use}  "
+              f"{sched:<14} cpus {t['cpus']}")
 
 
 def _journald_reachable() -> bool:

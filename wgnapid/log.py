@@ -35,6 +35,12 @@ MESSAGE_IDS = {
     "link-gone": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7716",
     "link-ignored": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7717",
     "link-unmatched": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7718",
+    # NAPI thread placement and metrics (issue 15)
+    "placement": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7770",
+    "placement-failed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7771",
+    "placement-ambiguous": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7772",
+    "procevents": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7773",
+    "metrics": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7774",
 }
 
 LEVELS = {

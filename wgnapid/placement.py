@@ -10,8 +10,9 @@ process-events connector (procevents.py), and the resync re-checks them all.
 
 What is needed where (the unit's drop-ins in systemd/): the syscalls
 sched_setaffinity, sched_setscheduler and setpriority (in systemd's
-@resources set); CAP_SYS_NICE for a negative nice or a real-time policy;
-RestrictRealtime=no for `fifo` and `rr`.
+@resources set); CAP_SYS_NICE for any of them, since kthreads hold every
+capability and changing a task with capabilities the caller lacks needs it
+(security/commoncap.c, cap_safe_nice); RestrictRealtime=no for `fifo` and `rr`.
 """
 
 from __future__ import annotations

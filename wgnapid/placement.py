@@ -21,10 +21,12 @@ import errno
 import os
 import re
 import syslog
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from wgnapid.napithreads import NapiThread, format_cpus
+from wgnapid import procevents
+from wgnapid.napithreads import NapiThread, NapiThreads, format_cpus, read_thread, thread_matches
 
 SCHED_POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
 _SCHED_RE = re.compile(r"(other)(?::nice=(-?\d+))?|(fifo|rr):(\d+)")
@@ -173,33 +175,22 @@ def apply(thread: NapiThread, want: Placement) -> bool:
     Raises PlacementError."""
     if not needs(thread, want):
         return False
-    pid = thread.pid
-    try:
-        if want.cpus is not None and thread.cpus != want.cpus:
-            try:
-                os.sched_setaffinity(pid, want.cpus)
-            except OSError as exc:
-                if exc.errno == errno.ESRCH:
-                    return False
-                raise PlacementError(_why(exc, "affinity")) from None
-        s = want.sched
-        if s is not None:
-            if thread.policy != s.policy or thread.priority != s.priority:
-                try:
-                    os.sched_setscheduler(pid, SCHED_POLICIES[s.policy], os.sched_param(s.priority))
-                except OSError as exc:
-                    if exc.errno == errno.ESRCH:
-                        return False
-                    raise PlacementError(_why(exc, f"policy {s}")) from None
-            if s.policy == "other" and thread.nice != s.nice:
-                try:
-                    os.setpriority(os.PRIO_PROCESS, pid, s.nice)
-                except OSError as exc:
-                    if exc.errno == errno.ESRCH:
-                        return False
-                    raise PlacementError(_why(exc, f"nice {s.nice}")) from None
-    except PlacementError:
-        raise
+    pid, s = thread.pid, want.sched
+    steps = []
+    if want.cpus is not None and thread.cpus != want.cpus:
+        steps.append(("affinity", lambda: os.sched_setaffinity(pid, want.cpus)))
+    if s is not None and (thread.policy != s.policy or thread.priority != s.priority):
+        steps.append((f"policy {s}", lambda: os.sched_setscheduler(
+            pid, SCHED_POLICIES[s.policy], os.sched_param(s.priority))))
+    if s is not None and s.policy == "other" and thread.nice != s.nice:
+        steps.append((f"nice {s.nice}", lambda: os.setpriority(os.PRIO_PROCESS, pid, s.nice)))
+    for what, step in steps:
+        try:
+            step()
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                return False  # exited meanwhile: nothing left to place
+            raise PlacementError(_why(exc, what)) from None
     return True
 
 
@@ -262,11 +253,11 @@ class Placer:
         self.changes += len(changed)
         if lp.state == "failed":
             self.failures += 1
-        same = prev is not None and prev.pids == pids and prev.want == want
-        if self.log is not None and threads and not (same and prev.state == lp.state and prev.reason == lp.reason):
-            self._log(ifname, ifindex, rule, lp, threads, changed)
-        elif self.log is not None and changed and same:
-            # The same threads were changed back by someone: say it once per change.
+        # Once per thread set and outcome; and when the same threads had to be
+        # placed again (someone changed them back).
+        news = prev is None or (prev.pids, prev.want, prev.state, prev.reason) != (
+            pids, want, lp.state, lp.reason)
+        if self.log is not None and threads and (news or changed):
             self._log(ifname, ifindex, rule, lp, threads, changed)
         return lp
 
@@ -324,10 +315,6 @@ class Steering:
 
     def __init__(self, log, kernel_version=None, *, connector: bool = True,
                  scan=None, clock=None):
-        import time
-
-        from wgnapid.napithreads import NapiThreads
-
         self.log = log
         self.placer = Placer(log)
         self.targets: dict[str, Target] = {}
@@ -339,8 +326,6 @@ class Steering:
         self._scan_at: float | None = None
         self._last_scan = 0.0
         if connector:
-            from wgnapid import procevents
-
             try:
                 self.events = procevents.ProcEvents(kernel_version)
             except procevents.Unavailable as exc:
@@ -382,8 +367,6 @@ class Steering:
     # -- the connector path ---------------------------------------------------
 
     def handle(self) -> None:
-        from wgnapid import procevents
-
         try:
             pids = self.events.read()
         except procevents.Overflow:
@@ -396,8 +379,6 @@ class Steering:
             self._look(pid, 0, now)
 
     def _look(self, pid: int, attempt: int, now: float) -> None:
-        from wgnapid.napithreads import read_thread
-
         t = read_thread(pid)
         if t is None:
             try:
@@ -409,8 +390,6 @@ class Steering:
                 # Forked, not yet named by kthread_create: look again shortly.
                 self._pending.append((now + NAME_RETRIES[attempt], pid, attempt + 1))
             return
-        from wgnapid.napithreads import thread_matches
-
         owners = [tg for tg in self.targets.values() if thread_matches(t.name, t.cut, tg.name)]
         if len(owners) != 1:
             return  # not ours, or a cut name that fits several: the scan says so

@@ -221,7 +221,7 @@ def test_steering_connector_path_places_a_new_thread_once_named(monkeypatch):
     def read_thread(pid, **kw):
         return named.get(pid)
 
-    monkeypatch.setattr("wgnapid.napithreads.read_thread", read_thread)
+    monkeypatch.setattr(placement, "read_thread", read_thread)
     s = Steering(log, connector=False, scan=lambda: NapiThreads(list(named.values())), clock=clock)
     want = Placement(frozenset({1}), None)
     s.sync([Target(5, "wg0", "r", want)])

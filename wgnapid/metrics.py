@@ -28,21 +28,23 @@ except ImportError:  # optional dependency
 MIN_INTERVAL = 5.0  # seconds between two writes of the file
 LINK_LABELS = ["namespace", "interface", "kind", "rule"]
 
-# A hook for the stall watch: called with no arguments, it returns
-# {(namespace, interface): stalled peer count}; None until one exists.
-StalledPeers = Callable[[], dict[tuple[str, str], int]]
 
 
 def available() -> bool:
     return CollectorRegistry is not None
 
 
-def families(doc: dict, threads: dict[str, tuple[int, float]],
-             stalled: dict[tuple[str, str], int] | None = None) -> list:
+def families(doc: dict, threads: dict[str, tuple[int, float]]) -> list:
     """The metric families for one daemon status document.
 
     ``doc``: Daemon.status_document(); ``threads``: {interface: (NAPI thread
-    count, their CPU seconds)}; ``stalled``: from the stall-watch hook."""
+    count, their CPU seconds)}.
+
+    Stalled peers: the hook is the document's ``stalled_peers`` list
+    ([{interface, ifindex, ...}], issue 14's stall watch). Where the document
+    has that key, every matched WireGuard link gets
+    ``wgnapid_link_stalled_peers`` (0 when none is stalled); without it (no
+    stall watch in this daemon) the metric is absent, not a false 0."""
     ns = str(doc.get("netns", ""))
     g = GaugeMetricFamily
     state = g("wgnapid_link_state", "The link's state (1 for the state it is in).",
@@ -90,11 +92,19 @@ def families(doc: dict, threads: dict[str, tuple[int, float]],
     native = g("wgnapid_kernel_native", "1 when the kernel threads WireGuard links itself.")
     native.add_metric([], 1 if doc.get("kernel_native") else 0)
     out += [verdict, native]
-    if stalled is not None:
-        sp = g("wgnapid_wireguard_stalled_peers", "WireGuard peers whose receive side is stalled.",
-               labels=["namespace", "interface"])
-        for (sns, dev), n in sorted(stalled.items()):
-            sp.add_metric([sns, dev], n)
+    if isinstance(doc.get("stalled_peers"), list):
+        sp = g("wgnapid_link_stalled_peers",
+               "WireGuard peers of the link whose receive side is stalled (CVE-2026-52945).",
+               labels=LINK_LABELS)
+        stalled: dict[tuple, int] = {}
+        for p in doc["stalled_peers"]:
+            if isinstance(p, dict):
+                key = (p.get("interface"), p.get("ifindex"))
+                stalled[key] = stalled.get(key, 0) + 1
+        for link in doc.get("links", []):
+            if link.get("rule") is not None and link.get("kind") == "wireguard":
+                labels = [ns, link["name"], "wireguard", link["rule"]]
+                sp.add_metric(labels, stalled.get((link["name"], link["ifindex"]), 0))
         out.append(sp)
     return out
 
@@ -111,14 +121,11 @@ class MetricsFile:
     """Writes the metrics file, at most once every MIN_INTERVAL seconds.
 
     ``log``: wgnapid.log.Log; problems (no library, a directory that cannot
-    be written) are logged once each, never per write. ``stalled_peers``:
-    the stall watch's hook (see StalledPeers), None until it exists."""
+    be written) are logged once each, never per write."""
 
-    def __init__(self, path: str, log, *, stalled_peers: StalledPeers | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, path: str, log, *, clock: Callable[[], float] = time.monotonic):
         self.path = path
         self.log = log
-        self.stalled_peers = stalled_peers
         self.clock = clock
         self.dirty = True
         self.written_at: float | None = None
@@ -141,8 +148,7 @@ class MetricsFile:
         self.dirty = False
         self.written_at = self.clock()
         registry = CollectorRegistry(auto_describe=False)
-        stalled = self.stalled_peers() if self.stalled_peers else None
-        registry.register(_Doc(families(doc, threads, stalled)))
+        registry.register(_Doc(families(doc, threads)))
         # The service's UMask=0077 would leave the file unreadable for node_exporter.
         old = os.umask(0o022)
         try:

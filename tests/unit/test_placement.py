@@ -273,3 +273,17 @@ def test_metrics_unwritable_directory_is_said_once(tmp_path):
     doc = {"netns": 1, "links": [], "summary": {}, "stats": {}, "kernel": {}}
     assert mf.write(doc, {}) is False and mf.write(doc, {}) is False
     assert len(log.of("metrics")) == 1 and "cannot write" in log.of("metrics")[0][2]
+
+
+def test_stalled_peers_metric_only_where_the_stall_watch_reports():
+    pytest.importorskip("prometheus_client")
+    links = [{"name": "wg0", "ifindex": 4, "kind": "wireguard", "rule": "r", "wanted": "on", "current": 1,
+              "state": "threaded"},
+             {"name": "wg1", "ifindex": 5, "kind": "wireguard", "rule": "r", "wanted": "on", "current": 1,
+              "state": "threaded"}]
+    doc = {"netns": 7, "links": links, "summary": {}, "stats": {}, "kernel": {}}
+    assert "wgnapid_link_stalled_peers" not in {f.name for f in metrics.families(doc, {})}
+    doc["stalled_peers"] = [{"interface": "wg0", "ifindex": 4, "public_key": "a"},
+                            {"interface": "wg0", "ifindex": 4, "public_key": "b"}]
+    fam = {f.name: f for f in metrics.families(doc, {})}["wgnapid_link_stalled_peers"]
+    assert {s.labels["interface"]: s.value for s in fam.samples} == {"wg0": 2, "wg1": 0}

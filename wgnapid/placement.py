@@ -390,7 +390,11 @@ class Steering:
                 # Forked, not yet named by kthread_create: look again shortly.
                 self._pending.append((now + NAME_RETRIES[attempt], pid, attempt + 1))
             return
-        owners = [tg for tg in self.targets.values() if thread_matches(t.name, t.cut, tg.name)]
+        dev, _, napi_id = t.name[len("napi/"):].rpartition("-")
+        if not t.cut and napi_id.isdigit():
+            owners = [self.targets[dev]] if dev in self.targets else []  # O(1) in a burst
+        else:
+            owners = [tg for tg in self.targets.values() if thread_matches(t.name, t.cut, tg.name)]
         if len(owners) != 1:
             return  # not ours, or a cut name that fits several: the scan says so
         tg = owners[0]

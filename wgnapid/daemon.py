@@ -74,6 +74,7 @@ class Daemon:
         self._next_watchdog = 0.0
         self.steer: placement.Steering | None = None  # when a rule places NAPI threads
         self._steer_gen = -1
+        self._placement_gen = 0  # Placer.generation last published
         self.metrics = None  # metrics.MetricsFile when daemon.metrics_file is set
 
     # -- set-up -------------------------------------------------------------
@@ -288,6 +289,9 @@ class Daemon:
                 self.steer.set_targets(placement.targets(self.policy, self.rec.links.values()))
                 self.steer.changed()
             self.steer.due()
+            if self.steer.placer.generation != self._placement_gen:
+                self._placement_gen = self.steer.placer.generation
+                self._published = -1  # a placement outcome is news for status.json
         if self.metrics is not None and (due := self.metrics.next_due()) is not None \
                 and due <= time.monotonic():
             self._write_metrics()

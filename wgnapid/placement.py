@@ -226,6 +226,7 @@ class Placer:
         self.changes = 0  # threads changed, over the daemon's life
         self.failures = 0  # placements that failed
         self._early: dict[str, set[int]] = {}
+        self.generation = 0  # bumped when a link's outcome changes: status has news
 
     def place(self, ifname: str, ifindex: int, rule: str | None, want: Placement,
               threads: tuple[NapiThread, ...], ambiguous: str = "") -> LinkPlacement:
@@ -257,6 +258,8 @@ class Placer:
         # placed again (someone changed them back).
         news = prev is None or (prev.pids, prev.want, prev.state, prev.reason) != (
             pids, want, lp.state, lp.reason)
+        if news:
+            self.generation += 1
         if self.log is not None and threads and (news or changed):
             self._log(ifname, ifindex, rule, lp, threads, changed)
         return lp

@@ -59,7 +59,9 @@ def test_s15_two_peers_two_threads_both_placed(daemons, links, keys, placing_pol
     for t in row["threads"]:
         assert (t["policy"], t["priority"], t["cpus"]) == ("rr", 5, str(CPU)), t
         assert t["cpu"] == int(open(f"/proc/{t['pid']}/stat").read().rsplit(")", 1)[1].split()[36])
-    assert row["placement"] == {"cpus": str(CPU), "sched": "rr:5", "state": "placed", "reason": ""}
+    placed = {"cpus": str(CPU), "sched": "rr:5", "state": "placed", "reason": ""}
+    wait_until("the daemon to publish the placement", lambda: any(
+        l["name"] == DEV and l.get("placement") == placed for l in (daemon.status_file() or {}).get("links", [])), 15)
 
     # A peer removed and added again: its new thread starts with the defaults
     # and is placed at once (the connector; no resync within this test).

@@ -249,7 +249,8 @@ def print_threads(row: dict, usage: dict[int, float] | None = None) -> None:
     for t in row.get("threads", []):
         sched = t["policy"] + (f":{t['priority']}" if t["policy"] in ("fifo", "rr") else f" nice {t['nice']}")
         use = f" {usage.get(t['pid'], 0.0):5.1f}%" if usage is not None else ""
-        print(f"    {t['name']:<20} pid {t['pid']:>7}  cpu {t['cpu']:>3}  {t['cpu_seconds']:>9.2f} s{use}  "
+        name = t["name"].encode(errors="surrogateescape").decode(errors="replace")  # printable
+        print(f"    {name:<20} pid {t['pid']:>7}  cpu {t['cpu']:>3}  {t['cpu_seconds']:>9.2f} s{use}  "
               f"{sched:<14} cpus {t['cpus']}")
 
 

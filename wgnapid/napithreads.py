@@ -108,19 +108,21 @@ def read_thread(pid: int, *, whole_names: bool | None = None,
             return None
     # "pid (comm) state ppid ...": comm may hold spaces or parentheses.
     lpar, rpar = stat.find(b"("), stat.rfind(b")")
-    short = stat[lpar + 1 : rpar].decode(errors="replace")
+    # surrogateescape: link names may hold any byte but "/", ":", NUL and
+    # whitespace (KERNEL-FACTS.md, "Link names"); decoded as link names are.
+    short = stat[lpar + 1 : rpar].decode(errors="surrogateescape")
     if not short.startswith(PREFIX):
         return None
     fields = stat[rpar + 2 :].split()  # fields[0] is field 3 (state)
     if len(fields) < 39 or fields[1] != str(KTHREADD).encode():
         return None
     comm = _read(f"/proc/{pid}/comm")
-    name = comm.decode(errors="replace").rstrip("\n") if comm else short
+    name = comm.decode(errors="surrogateescape").rstrip("\n") if comm else short
     if not name.startswith(short):
         name = short  # renamed between the reads: trust the older, cut one
     if whole_names is None:
         whole_names = _whole_names_kernel()
-    cut = len(name.encode()) == COMM_LEN and not (whole_names and comm)
+    cut = len(name.encode(errors="surrogateescape")) == COMM_LEN and not (whole_names and comm)
     try:
         cpus = frozenset(os.sched_getaffinity(pid))
     except OSError:

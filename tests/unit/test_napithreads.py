@@ -142,3 +142,13 @@ def test_format_cpus():
     assert format_cpus({0, 1, 2, 3, 8, 10, 11}) == "0-3,8,10-11"
     assert format_cpus(set()) == ""
     assert format_cpus([5]) == "5"
+
+
+def test_names_with_bytes_that_are_not_utf8(tmp_path, fake_proc):
+    # A link may be named b"wg\xff" (KERNEL-FACTS.md, "Link names").
+    proc = tmp_path / "proc" / "400"
+    proc.mkdir()
+    (proc / "stat").write_bytes(stat_line(400, "napi/wgX-0", 2).replace(b"wgX", b"wg\xff"))
+    t = read_thread(400, whole_names=True)
+    assert t is not None and t.name == "napi/wg\udcff-0"
+    assert NapiThreads([t]).count(b"wg\xff".decode(errors="surrogateescape")) == 1

@@ -44,16 +44,22 @@ def unit():
     return parse_unit(UNIT.read_text())
 
 
-@pytest.fixture
-def unit_copy(tmp_path):
-    """The unit under its own name in a temp dir, ExecStart= pointing at a real binary."""
+def runnable_unit(directory):
+    """The unit under its own name in ``directory``, ExecStart=/ExecReload=
+    pointing at a real binary (systemd-analyze verify checks they exist)."""
     true = shutil.which("true") or "/bin/true"
     text = UNIT.read_text()
     text, n = re.subn(r"(?m)^(Exec(?:Start|Reload))=/usr/bin/wgnapid\b", rf"\1={true}", text)
     assert n == 2, "ExecStart=/usr/bin/wgnapid and ExecReload=/usr/bin/wgnapid not found in the unit"
-    path = tmp_path / UNIT.name
+    path = directory / UNIT.name
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def unit_copy(tmp_path):
+    """The unit under its own name in a temp dir, ExecStart= pointing at a real binary."""
+    return runnable_unit(tmp_path)
 
 
 @pytest.fixture

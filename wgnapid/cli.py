@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="machine-readable output")
     s = add("status", help="each link, what is wanted and what it has")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--watch", action="store_true",
+                   help="refresh every --interval seconds with each NAPI thread's CPU use (Ctrl-C ends)")
+    s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                   help="with --watch: seconds between refreshes (default 1)")
+    s.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
     c = add("check-config", help="validate a policy file (exit 0 when valid)")
     c.add_argument("file", nargs="?", help="the file to check (default: the policy in use)")
     d = add("doctor", help="can wgnapid do its job here?")
@@ -209,7 +214,7 @@ def _daemon_status(netns: int) -> dict | None:
 
 def status_document(policy: config.Policy) -> dict:
     """What the kernel says now, with the running daemon's view of each link."""
-    from wgnapid.sysfs import NapiThreads
+    from wgnapid.napithreads import NapiThreads
 
     verdict = kernel.running_verdict()
     rec, states = _one_pass(policy, Log("stderr", "error"), dry_run=True)
@@ -219,6 +224,7 @@ def status_document(policy: config.Policy) -> dict:
     known = {(l.get("netns"), l["ifindex"], l.get("name_hex")): l
              for l in daemon["links"]} if daemon else {}
     threads = NapiThreads()
+    names = [st.name for st in states]
     links, summary = [], {}
     for st in states:
         row = st.as_dict()
@@ -228,8 +234,13 @@ def status_document(policy: config.Policy) -> dict:
             row["state"], row["reason"] = seen["state"], seen["reason"]
         if daemon and daemon.get("kernel_native") and st.kind == "wireguard" and st.wanted == "on":
             row["state"] = "native"
+        lt = threads.of(st.name, names)
         # None ("unknown") where kernel threads are invisible (own PID namespace).
-        row["napi_threads"] = threads.count(st.name) if threads.visible else None
+        row["napi_threads"] = len(lt.threads) if threads.visible else None
+        row["threads"] = lt.as_list()
+        row["threads_ambiguous"] = lt.ambiguous
+        if seen and "placement" in seen:
+            row["placement"] = seen["placement"]
         links.append(row)
         summary[row["state"]] = summary.get(row["state"], 0) + 1
     return {
@@ -257,6 +268,10 @@ def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None)
 
 
 def cmd_status(args, policy: config.Policy) -> int:
+    if args.watch:
+        from wgnapid.watch import watch
+
+        return watch(lambda: status_document(policy), args.interval, args.count, args.json)
     doc = status_document(policy)
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -276,6 +291,7 @@ def cmd_status(args, policy: config.Policy) -> int:
         if row["reason"]:
             line += f" ({row['reason']})"
         print(line)
+        print_threads(row)
     print(", ".join(f"{n} {s}" for s, n in sorted(doc["summary"].items())))
     if any(row["napi_threads"] is None for row in doc["links"]):
         print("NAPI ?: kernel threads are not visible here (a PID namespace of its own)")
@@ -284,6 +300,22 @@ def cmd_status(args, policy: config.Policy) -> int:
 
 def _napi(count: int | None) -> str:
     return "?" if count is None else str(count)
+
+
+def print_threads(row: dict, usage: dict[int, float] | None = None) -> None:
+    """A link's NAPI threads under its status line; ``usage``: {pid: CPU %} (--watch)."""
+    p = row.get("placement")
+    if p:
+        want = ", ".join(x for x in (p["cpus"] and f"cpus {p['cpus']}", p["sched"] and f"sched {p['sched']}") if x)
+        print(f"    placement: {want}: {p['state']}" + (f" ({p['reason']})" if p["reason"] else ""))
+    if row.get("threads_ambiguous"):
+        print(f"    AMBIGUOUS: {row['threads_ambiguous']}")
+    for t in row.get("threads", []):
+        sched = t["policy"] + (f":{t['priority']}" if t["policy"] in ("fifo", "rr") else f" nice {t['nice']}")
+        use = f" {usage.get(t['pid'], 0.0):5.1f}%" if usage is not None else ""
+        name = t["name"].encode(errors="surrogateescape").decode(errors="replace")  # printable
+        print(f"    {name:<20} pid {t['pid']:>7}  cpu {t['cpu']:>3}  {t['cpu_seconds']:>9.2f} s{use}  "
+              f"{sched:<14} cpus {t['cpus']}")
 
 
 def cmd_doctor(args) -> int:

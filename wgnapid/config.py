@@ -96,6 +96,23 @@ class DaemonConfig(_Strict):
                              "this often; less would keep a core busy)")
         return value
 
+    metrics_file: str | None = Field(
+        default=None,
+        description=(
+            "Path (string) of a Prometheus text-format file the daemon keeps up to date for "
+            "node_exporter's textfile collector (it must end in .prom), replaced atomically on "
+            "every state change and at most once every few seconds. Default: unset (no "
+            "metrics). Needs the optional prometheus-client library and a unit drop-in "
+            "that makes the directory writable (systemd/drop-ins/metrics.conf)."
+        ),
+    )
+
+    @field_validator("metrics_file")
+    @classmethod
+    def _metrics_path(cls, value: str | None) -> str | None:
+        if value is not None and (not os.path.isabs(value) or not value.endswith(".prom")):
+            raise ValueError("must be an absolute path ending in .prom (node_exporter reads only those)")
+        return value
 
 class Rule(_Strict):
     """One rule: which links it matches and what they get. Rules are tried in
@@ -119,6 +136,42 @@ class Rule(_Strict):
         description="What matched links get: on writes 1 to /sys/class/net/<dev>/threaded, "
         "off writes 0, ignore leaves them alone (shown in status)."
     )
+    cpus: str | None = Field(
+        default=None,
+        description=(
+            'CPUs (kernel list format, e.g. "2-15,18") the matched links\' NAPI kernel threads '
+            "may run on, applied to every thread as soon as it exists, and again whenever the "
+            "kernel re-creates them. Every CPU must exist and be online. Default: unset "
+            "(threads stay where the kernel puts them)."
+        ),
+    )
+    sched: str | None = Field(
+        default=None,
+        description=(
+            'Scheduling of the matched links\' NAPI kernel threads: "other" (nice 0), '
+            '"other:nice=N" (N -20..19), "fifo:N" or "rr:N" (real-time priority N 1..99). '
+            "Negative nice and fifo/rr need CAP_SYS_NICE, fifo/rr also RestrictRealtime=no "
+            "(the unit's drop-ins). Default: unset (the kernel's default, other with nice 0)."
+        ),
+    )
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpu_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            from wgnapid.placement import check_cpus
+
+            check_cpus(value)
+        return value
+
+    @field_validator("sched")
+    @classmethod
+    def _sched(cls, value: str | None) -> str | None:
+        if value is not None:
+            from wgnapid.placement import parse_sched
+
+            parse_sched(value)
+        return value
 
     @field_validator("kinds", "interfaces")
     @classmethod

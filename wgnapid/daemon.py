@@ -10,7 +10,7 @@ import socket
 import syslog
 import time
 
-from wgnapid import __version__, config, kernel
+from wgnapid import __version__, config, kernel, placement
 from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
@@ -122,6 +122,10 @@ class Daemon:
         self._reloads = 0
         self._reload_ok: bool | None = None
         self._reload_error = ""
+        self.steer: placement.Steering | None = None  # when a rule places NAPI threads
+        self._steer_gen = -1
+        self._placement_gen = 0  # Placer.generation last published
+        self.metrics = None  # metrics.MetricsFile when daemon.metrics_file is set
 
     # -- set-up -------------------------------------------------------------
 
@@ -157,6 +161,7 @@ class Daemon:
         # an overflow do not hold up the events that come meanwhile.
         self.rec.sync(links, complete, wait=why in ("start-up", "reload"))
         self.rec.stats.resyncs += 1
+        self._steer_and_measure()
         interval = self.policy.daemon.resync_interval
         # An inconsistent dump raced a burst: look again soon, not in 30 s.
         self._next_resync = time.monotonic() + (interval if complete else min(interval, 1.0))
@@ -165,6 +170,28 @@ class Daemon:
                 "resync", syslog.LOG_DEBUG,
                 f"link list changed during the {why} re-list; re-listing again in 1 s",
             )
+
+    def _steer_and_measure(self) -> None:
+        """After a resync: (re)start placement and metrics as the policy says,
+        place every target link's threads, refresh the metrics."""
+        if placement.wanted(self.policy) and self.steer is None:
+            self.steer = placement.Steering(self.log, self.verdict.version)
+            if self.steer.events is not None:
+                self.sel.register(self.steer, selectors.EVENT_READ)
+            else:
+                self.log.warning("procevents", f"new NAPI threads are placed at the next resync or "
+                                 f"state change, not at once: {self.steer.unavailable}")
+        if self.steer is not None:
+            self.steer.sync(placement.targets(self.policy, self.rec.links.values()))
+        path = self.policy.daemon.metrics_file
+        if self.metrics is None or (path and self.metrics.path != path):
+            from wgnapid.metrics import MetricsFile
+
+            self.metrics = MetricsFile(path, self.log) if path else None
+        elif not path:
+            self.metrics = None
+        if self.metrics is not None:
+            self.metrics.dirty = True  # CPU seconds move on; refreshed each resync
 
     def _handle_events(self) -> None:
         try:
@@ -242,16 +269,36 @@ class Daemon:
             "source": self.source.name if self.source else None,
             "policy_files": list(self.policy.files),
             "kernel_native": self.rec.native,
+            "kernel": {"release": self.verdict.release, "guard": self.policy.daemon.kernel_guard,
+                       "verdict": self.verdict.verdict},
             "stats": {
                 "evaluations": self.rec.stats.evaluations,
                 "writes": self.rec.stats.writes,
+                "failures": self.rec.stats.failures,
                 "resyncs": self.rec.stats.resyncs,
                 "overflows": self.rec.stats.overflows,
             },
             "reload": {"generation": self._reloads, "ok": self._reload_ok, "error": self._reload_error},
             "summary": self.rec.summary(),
-            "links": [st.as_dict() for st in self.rec.links.values()],
+            "links": [self._link_doc(st) for st in self.rec.links.values()],
         }
+
+    def _link_doc(self, st) -> dict:
+        doc = st.as_dict()
+        if self.steer is not None and (p := self.steer.status(st.name)) is not None:
+            doc["placement"] = p
+        return doc
+
+    def _write_metrics(self) -> None:
+        from wgnapid.napithreads import NapiThreads
+
+        snapshot = NapiThreads()
+        names = [st.name for st in self.rec.links.values()]
+        threads = {}
+        for name in names:
+            lt = snapshot.of(name, names).threads
+            threads[name] = (len(lt), sum(t.cpu_seconds for t in lt))
+        self.metrics.write(self.status_document(), threads)
 
     def _publish(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -259,6 +306,8 @@ class Daemon:
             return
         self._published = self.rec.generation
         self._status_written = now
+        if self.metrics is not None:
+            self.metrics.dirty = True
         text = self.rec.summary_text()
         if text != self._status_text:
             notify(f"STATUS={text}")
@@ -288,6 +337,20 @@ class Daemon:
         except OSError:
             pass
 
+    def _steer_and_measure_due(self) -> None:
+        if self.steer is not None:
+            if self.rec.generation != self._steer_gen:
+                self._steer_gen = self.rec.generation
+                self.steer.set_targets(placement.targets(self.policy, self.rec.links.values()))
+                self.steer.changed()
+            self.steer.due()
+            if self.steer.placer.generation != self._placement_gen:
+                self._placement_gen = self.steer.placer.generation
+                self._published = -1  # a placement outcome is news for status.json
+        if self.metrics is not None and (due := self.metrics.next_due()) is not None \
+                and due <= time.monotonic():
+            self._write_metrics()
+
     # -- the loop -------------------------------------------------------------
 
     def _timeout(self) -> float | None:
@@ -301,6 +364,9 @@ class Daemon:
             deadlines.append(self._status_written + STATUS_MIN_INTERVAL)
         if self._watchdog:
             deadlines.append(self._next_watchdog)
+        for extra in (self.steer, self.metrics):
+            if extra is not None and (due := extra.next_due()) is not None:
+                deadlines.append(due)
         return max(0.0, min(deadlines) - now)
 
     def run(self, early: list[int] | None = None) -> int:
@@ -346,6 +412,8 @@ class Daemon:
                             pass
                     elif key.fileobj == self.rec.completions:
                         self.rec.collect()
+                    elif key.fileobj is self.steer and self.steer is not None:
+                        self.steer.handle()
                     else:
                         self._handle_events()
                 if self._stop:
@@ -361,8 +429,11 @@ class Daemon:
                     notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog
                 self._publish()
+                self._steer_and_measure_due()
         finally:
             notify("STOPPING=1")
+            if self.steer is not None:
+                self.steer.close()
             self.rec.close()
             self.log.info("stopping", "wgnapid stopping")
             self._remove_status()

@@ -58,6 +58,12 @@ MESSAGE_IDS = {
     "journal-unreachable": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7741",  # logging fell back to stderr
     "journal-back": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7742",  # journald reachable again
     "config-warning": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7743",  # policy accepted, with a doubtful key
+    # NAPI thread placement and metrics (issue 15)
+    "placement": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7770",
+    "placement-failed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7771",
+    "placement-ambiguous": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7772",
+    "procevents": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7773",
+    "metrics": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7774",
 }
 
 LEVELS = {

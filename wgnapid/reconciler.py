@@ -110,6 +110,7 @@ class Stats:
     writes: int = 0
     resyncs: int = 0
     overflows: int = 0
+    failures: int = 0  # evaluations that ended with the link failed
     counts: Counter = field(default_factory=Counter)
 
 
@@ -404,6 +405,8 @@ class Reconciler:
         return self._settle(st, FAILED, result.detail)
 
     def _settle(self, st: LinkState, state: str, reason: str = "") -> LinkState:
+        if state == FAILED:
+            self.stats.failures += 1
         if state == WAITING:
             self._schedule_retry(st)
         else:

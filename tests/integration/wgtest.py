@@ -75,7 +75,8 @@ def napi_threads(dev: str) -> list[tuple[int, str]]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status") as f:
+            # Link names may hold bytes that are not UTF-8 (other tests make such links).
+            with open(f"/proc/{entry}/status", errors="surrogateescape") as f:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue

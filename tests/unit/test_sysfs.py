@@ -10,7 +10,7 @@ import os
 import pytest
 
 from wgnapid import sysfs
-from wgnapid.sysfs import NapiThreads, Outcome, ThreadedAttr
+from wgnapid.sysfs import Outcome, ThreadedAttr
 
 from .helpers import tree
 
@@ -303,89 +303,3 @@ def test_the_patch_stays_inside_the_module(fakesys, attr, monkeypatch):
     # Sanity for the approach above: only wgnapid.sysfs sees the fake.
     patch_os(monkeypatch, pwrite=raising(errno.EIO))
     assert os.pwrite is not sysfs.os.pwrite
-
-
-# -- napi/<dev>-N kernel threads ----------------------------------------------------------
-
-
-def fake_proc(tmp_path, monkeypatch, tasks):
-    """tasks: [(pid, comm, ppid)]. Builds <tmp>/proc/<pid>/stat and points
-    NapiThreads' scan of /proc at it."""
-    proc = tmp_path / "proc"
-    proc.mkdir()
-    for pid, comm, ppid in tasks:
-        (proc / str(pid)).mkdir()
-        (proc / str(pid) / "stat").write_bytes(
-            f"{pid} ({comm}) S {ppid} 0 0 0 -1 69238880 0 0 0 0 0 0 0 0 20 0 1 0 52 0 0\n".encode()
-        )
-    (proc / "self").mkdir()  # non-numeric entries are skipped
-    (proc / "77").mkdir()  # a task that exited: no stat file any more
-
-    real_open = open
-
-    def fake_open(path, *a, **k):
-        if isinstance(path, str) and path.startswith("/proc/"):
-            path = str(proc) + path[len("/proc"):]
-        return real_open(path, *a, **k)
-
-    def fake_scandir(path):
-        assert path == "/proc"
-        return os.scandir(proc)
-
-    monkeypatch.setattr(sysfs, "open", fake_open, raising=False)
-    patch_os(monkeypatch, scandir=fake_scandir)
-    return NapiThreads()
-
-
-def test_napi_threads_counts_kernel_threads_of_the_device(tmp_path, monkeypatch):
-    n = fake_proc(tmp_path, monkeypatch, [
-        # Debian 6.1: every WireGuard peer thread of wg0 is napi/wg0-0.
-        (100, "napi/wg0-0", 2), (101, "napi/wg0-0", 2), (102, "napi/wg0-0", 2),
-        (103, "napi/wg1-0", 2),
-        (104, "napi/veth0-5", 2), (105, "napi/veth0-6", 2),
-        (106, "napi/wg0-1-0", 2),  # a device named wg0-1
-        (200, "napi/wg0-0", 1234),  # a user process calling itself that: not counted
-        (201, "evil) S 2 (x", 1),  # a comm with parentheses cannot fake a kthread
-        (202, "kworker/0:1", 2),
-    ])
-    assert n.count("wg0") == 3
-    assert n.count("wg1") == 1
-    assert n.count("veth0") == 2
-    assert n.count("wg0-1") == 1
-    assert n.count("wg2") == 0
-
-
-def test_napi_threads_truncated_comms(tmp_path, monkeypatch):
-    # The kernel cuts comm to 15 characters.
-    n = fake_proc(tmp_path, monkeypatch, [
-        (100, "napi/abcdefgh-1", 2),  # abcdefgh, id 10 or 11...: id cut
-        (101, "napi/abcdefgh-0", 2),
-        (102, "napi/abcdefghi-", 2),  # 9-char name: the whole id is cut
-        (103, "napi/wg-long-tu", 2),  # wg-long-tunnel (14 chars): name cut
-        (104, "napi/wg-long-tu", 2),
-        (105, "napi/0123456789", 2),  # 10+ chars: "-" and id cut
-    ])
-    assert n.count("abcdefgh") == 2
-    assert n.count("abcdefghi") == 1
-    assert n.count("wg-long-tunnel") == 2
-    assert n.count("0123456789") == 1
-    assert n.count("0123456789abcde") == 1  # indistinguishable: same 15-char prefix
-    assert n.count("abcdefg") == 0
-
-
-def test_napi_threads_a_cut_name_is_not_counted_for_a_shorter_device(tmp_path, monkeypatch):
-    # "napi/wg-long-tu" is wg-long-tunnel's thread: cut inside the *name*, so it
-    # cannot be device "wg-long" with NAPI id "tu" (ids are numbers).
-    n = fake_proc(tmp_path, monkeypatch, [(103, "napi/wg-long-tu", 2)])
-    assert n.count("wg-long-tunnel") == 1
-    assert n.count("wg-long") == 0
-
-
-def test_napi_threads_synthetic_instance_count_logic():
-    n = object.__new__(NapiThreads)
-    n._comms = {"napi/wg0-0": 4, "napi/abcdefghij": 1}
-    n._by_dev = {"wg0": 4}
-    assert n.count("wg0") == 4
-    assert n.count("abcdefghij") == 1
-    assert n.count("abcdefghijk") == 1  # same comm prefix
-    assert n.count("abcdefghi") == 0

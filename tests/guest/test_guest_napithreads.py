@@ -1,0 +1,77 @@
+"""Real WireGuard, inside the qemu guest: a link's peer threads listed and placed (issue 15).
+
+Every WireGuard peer has its own NAPI instance, and on 6.1 and 6.12 every
+peer's NAPI id is 0, so a link with two peers has two kthreads both named
+`napi/<dev>-0` (KERNEL-FACTS.md, "NAPI kernel threads"): status lists both,
+and a rule's `cpus` and `sched` reach both, and the thread of a peer
+removed and added again. The daemon runs in the guest's initial network
+namespace, so the process-events connector is there to notice new threads;
+resync_interval = 3600 leaves nothing else to do it in time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import guestlib
+from guestlib import cli_json, links_by_name, napi_threads, run, wait_until, wg_quick_up
+
+pytestmark = pytest.mark.guest
+
+DEV = "wgp15"
+CPU = max(os.sched_getaffinity(0))
+
+
+@pytest.fixture(scope="module")
+def placing_policy(risky) -> str:
+    text = guestlib.policy_toml(source="netlink", resync_interval=3600, pending_max_delay=2,
+                                kernel_guard="warn" if risky else None,
+                                rules=[{"name": "placed", "interfaces": ["wgp*"], "threaded": "on"}])
+    return text + f'cpus = "{CPU}"\nsched = "rr:5"\n'
+
+
+def _pids() -> set[int]:
+    return set(napi_threads(DEV).get(f"napi/{DEV}-0", []))
+
+
+def _placed(pid: int) -> bool:
+    try:
+        return (os.sched_getaffinity(pid) == {CPU} and os.sched_getscheduler(pid) == os.SCHED_RR
+                and os.sched_getparam(pid).sched_priority == 5)
+    except ProcessLookupError:
+        return False
+
+
+def test_s15_two_peers_two_threads_both_placed(daemons, links, keys, placing_policy, record_property):
+    daemon = daemons.get(placing_policy)
+    wg_quick_up(links, DEV, keys, peers=2, net=150)
+    pids, took = wait_until(f"two napi/{DEV}-0 kthreads", lambda: len(_pids()) == 2 and _pids(), 30)
+    assert set(napi_threads(DEV)) == {f"napi/{DEV}-0"}, napi_threads(DEV)
+    _, took = wait_until("both threads placed", lambda: all(_placed(p) for p in pids), 15)
+    record_property("threaded_to_placed_s", round(took, 3))
+
+    # status --json: both threads, both under the same name, as /proc has them.
+    row = links_by_name(cli_json("status", "--json", config=daemon.config, env=daemon.env))[DEV]
+    assert row["state"] == "threaded" and row["napi_threads"] == 2
+    assert {(t["pid"], t["name"]) for t in row["threads"]} == {(p, f"napi/{DEV}-0") for p in pids}
+    for t in row["threads"]:
+        assert (t["policy"], t["priority"], t["cpus"]) == ("rr", 5, str(CPU)), t
+        assert t["cpu"] == int(open(f"/proc/{t['pid']}/stat").read().rsplit(")", 1)[1].split()[36])
+    placed = {"cpus": str(CPU), "sched": "rr:5", "state": "placed", "reason": ""}
+    wait_until("the daemon to publish the placement", lambda: any(
+        l["name"] == DEV and l.get("placement") == placed for l in (daemon.status_file() or {}).get("links", [])), 15)
+
+    # A peer removed and added again: its new thread starts with the defaults
+    # and is placed at once (the connector; no resync within this test).
+    run("wg", "set", DEV, "peer", keys.public[1], "remove")
+    wait_until("one thread left", lambda: len(_pids()) == 1, 30)
+    run("wg", "set", DEV, "peer", keys.public[1], "allowed-ips", "10.150.0.2/32")
+    new, _ = wait_until("a new thread for the re-added peer",
+                        lambda: len(_pids()) == 2 and (_pids() - pids), 30)
+    wait_until("the new thread placed", lambda: all(_placed(p) for p in _pids()), 15)
+    guestlib.journal_sync()
+    failed = daemon.journal(MESSAGE_ID="6b3fd9a2c6a44a3c9a3f2d8e5a1c7771")
+    assert failed == [], failed
+    assert daemon.alive()

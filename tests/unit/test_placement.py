@@ -1,0 +1,289 @@
+"""placement.py: the cpus/sched keys, applying them, logging once per thread set,
+and the daemon's Steering (connector path and scans) with fake threads."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from wgnapid import config, metrics, placement
+from wgnapid.config import ConfigError
+from wgnapid.napithreads import NapiThread, NapiThreads
+from wgnapid.placement import (Placement, Placer, Sched, Steering, Target, check_cpus, parse_cpu_list,
+                               parse_sched)
+
+from .helpers import RecordingLog
+
+
+def thread(pid, name="napi/wg0-0", cpus=(0, 1, 2, 3), policy="other", prio=0, nice=0):
+    return NapiThread(pid, name, 0, 0.0, policy, prio, nice, frozenset(cpus))
+
+
+# -- parsing and validation -------------------------------------------------------------
+
+
+def test_cpu_lists():
+    assert parse_cpu_list("2-5,8") == {2, 3, 4, 5, 8}
+    assert parse_cpu_list("0") == {0}
+    assert parse_cpu_list(" 1 , 3-3 ") == {1, 3}
+    for bad in ("", "a", "1-", "3-1", "1,,2", "-1", "99999"):
+        with pytest.raises(ValueError):
+            parse_cpu_list(bad)
+
+
+def test_sched_forms():
+    assert parse_sched("other") == Sched("other", 0, 0)
+    assert parse_sched("other:nice=-5") == Sched("other", 0, -5)
+    assert parse_sched("fifo:50") == Sched("fifo", 50, 0)
+    assert parse_sched("rr:10") == Sched("rr", 10, 0)
+    assert str(parse_sched("other:nice=-5")) == "other:nice=-5"
+    for bad in ("fifo", "fifo:0", "rr:100", "other:nice=20", "other:nice=-21", "batch", "FIFO:1", "fifo:1:2"):
+        with pytest.raises(ValueError):
+            parse_sched(bad)
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """A machine with CPUs 0-7 possible and 0-3 online."""
+    (tmp_path / "possible").write_text("0-7\n")
+    (tmp_path / "online").write_text("0-3\n")
+    monkeypatch.setattr(placement, "CPU_POSSIBLE", str(tmp_path / "possible"))
+    monkeypatch.setattr(placement, "CPU_ONLINE", str(tmp_path / "online"))
+
+
+def test_offline_and_nonexistent_cpus(machine):
+    assert check_cpus("0-3") == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match=r"CPU 4-5 is offline \(online: 0-3\)"):
+        check_cpus("2-5")
+    with pytest.raises(ValueError, match=r"CPU 9 does not exist here \(CPUs: 0-7\)"):
+        check_cpus("0,9")
+
+
+RULE = '[[rules]]\nname = "pinned"\nthreaded = "on"\n'
+
+
+@pytest.mark.parametrize("extra, where, what", [
+    ('cpus = "0,6"', 'rules[0].cpus (rule "pinned")', "CPU 6 is offline (online: 0-3)"),
+    ('cpus = "64"', 'rules[0].cpus (rule "pinned")', "CPU 64 does not exist here (CPUs: 0-7)"),
+    ('cpus = "x"', 'rules[0].cpus (rule "pinned")', 'not a CPU list like "2-15,18"'),
+    ("cpus = 3", 'rules[0].cpus (rule "pinned")', "Input should be a valid string"),
+    ('sched = "fifo:0"', 'rules[0].sched (rule "pinned")', "fifo priority 0 is outside 1..99"),
+    ('sched = "idle"', 'rules[0].sched (rule "pinned")', "is not \"other\""),
+])
+def test_config_errors_name_the_rule_and_key(tmp_path, machine, extra, where, what):
+    path = tmp_path / "wgnapid.toml"
+    path.write_text(RULE + extra + "\n")
+    with pytest.raises(ConfigError) as info:
+        config.read_file(str(path))
+    assert len(info.value.lines) == 1
+    line = info.value.lines[0]
+    assert line.startswith(f"{path}: {where}: ") and what in line, line
+
+
+def test_metrics_file_must_be_an_absolute_prom_path(tmp_path):
+    for bad in ("m.prom", "/var/lib/x/m.txt"):
+        path = tmp_path / "wgnapid.toml"
+        path.write_text(f'[daemon]\nmetrics_file = "{bad}"\n')
+        with pytest.raises(ConfigError) as info:
+            config.read_file(str(path))
+        assert "daemon.metrics_file" in info.value.lines[0] and ".prom" in info.value.lines[0]
+    path.write_text('[daemon]\nmetrics_file = "/var/lib/prometheus/node-exporter/wgnapid.prom"\n')
+    assert config.read_file(str(path)).daemon.metrics_file.endswith("wgnapid.prom")
+
+
+def test_new_keys_are_described():
+    # Issue 12 generates the man page from these descriptions.
+    assert config.Rule.model_fields["cpus"].description
+    assert config.Rule.model_fields["sched"].description
+    assert config.DaemonConfig.model_fields["metrics_file"].description
+
+
+# -- applying ---------------------------------------------------------------------------
+
+
+class Calls:
+    def __init__(self, monkeypatch, fail=None):
+        self.calls = []
+        self.fail = fail or {}
+
+        def rec(name):
+            def f(*args):
+                self.calls.append((name, *args))
+                if name in self.fail:
+                    raise OSError(self.fail[name], os.strerror(self.fail[name]))
+            return f
+
+        for name in ("sched_setaffinity", "sched_setscheduler", "setpriority"):
+            monkeypatch.setattr(placement.os, name, rec(name))
+
+
+def test_apply_changes_only_what_differs(monkeypatch):
+    c = Calls(monkeypatch)
+    want = Placement(frozenset({2}), Sched("fifo", 10))
+    assert placement.apply(thread(1), want) is True
+    assert [x[0] for x in c.calls] == ["sched_setaffinity", "sched_setscheduler"]
+    assert c.calls[0][1:] == (1, frozenset({2}))
+    c.calls.clear()
+    assert placement.apply(thread(1, cpus=(2,), policy="fifo", prio=10), want) is False
+    assert c.calls == []
+    # other:nice=-5 on a thread already "other": only the nice value.
+    assert placement.apply(thread(1), Placement(None, Sched("other", 0, -5))) is True
+    assert c.calls == [("setpriority", os.PRIO_PROCESS, 1, -5)]
+
+
+def test_apply_failures_are_one_line_and_a_gone_thread_is_fine(monkeypatch):
+    Calls(monkeypatch, fail={"sched_setscheduler": errno.EPERM})
+    with pytest.raises(placement.PlacementError, match="Operation not permitted: needs CAP_SYS_NICE"):
+        placement.apply(thread(1), Placement(None, Sched("rr", 5)))
+    Calls(monkeypatch, fail={"sched_setaffinity": errno.EINVAL})
+    with pytest.raises(placement.PlacementError, match="none of those CPUs is online"):
+        placement.apply(thread(1), Placement(frozenset({3}), None))
+    Calls(monkeypatch, fail={"sched_setaffinity": errno.ESRCH})
+    assert placement.apply(thread(1), Placement(frozenset({3}), None)) is False
+
+
+def test_placer_logs_once_per_thread_set(monkeypatch):
+    Calls(monkeypatch)
+    log = RecordingLog()
+    p = Placer(log)
+    want = Placement(frozenset({1}), None)
+    p.place("wg0", 5, "r", want, (thread(10), thread(11)))
+    p.place("wg0", 5, "r", want, (thread(10, cpus=(1,)), thread(11, cpus=(1,))))  # resync: as wanted
+    assert len(log.of("placement")) == 1
+    msg, fields = log.of("placement")[0][2], log.of("placement")[0][3]
+    assert "placed on CPUs 1" in msg and "pid 10" in msg and "pid 11" in msg
+    assert fields["interface"] == b"wg0" and fields["wgnapid_rule"] == "r"
+    p.place("wg0", 5, "r", want, (thread(10, cpus=(1,)), thread(12)))  # a peer re-added
+    assert len(log.of("placement")) == 2
+    assert p.links["wg0"].state == "placed" and p.changes == 3
+
+
+def test_placer_failure_and_ambiguity_said_once(monkeypatch):
+    Calls(monkeypatch, fail={"sched_setaffinity": errno.EPERM})
+    log = RecordingLog()
+    p = Placer(log)
+    want = Placement(frozenset({1}), None)
+    for _ in range(3):
+        lp = p.place("wg0", 5, "r", want, (thread(10),))
+    assert lp.state == "failed" and "pid 10" in lp.reason
+    assert len(log.of("placement-failed")) == 1
+    lp = p.place("wg1", 6, "r", want, (thread(20, "napi/wg1-0"),), ambiguous="same name elsewhere")
+    assert lp.state == "ambiguous" and len(log.of("placement-ambiguous")) == 1
+
+
+# -- the daemon's steering --------------------------------------------------------------
+
+
+class Clock:
+    t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_steering_scan_places_targets_and_reports(monkeypatch):
+    Calls(monkeypatch)
+    threads = [thread(10, "napi/wg0-0"), thread(11, "napi/wg0-0"), thread(12, "napi/wg1-0")]
+    log = RecordingLog()
+    s = Steering(log, connector=False, scan=lambda: NapiThreads(threads), clock=Clock())
+    want = Placement(frozenset({1}), Sched("fifo", 3))
+    s.sync([Target(5, "wg0", "r", want), Target(6, "wg2", "r", want), Target(7, "wg9", "r", Placement())])
+    assert set(s.targets) == {"wg0", "wg2"}  # a rule without cpus/sched is not a target
+    assert s.status("wg0") == {"cpus": "1", "sched": "fifo:3", "state": "placed", "reason": ""}
+    assert s.status("wg2")["state"] == "pending"  # no thread yet
+    assert s.status("wg1") is None
+
+
+def test_steering_without_connector_scans_after_changes_at_a_bounded_rate(monkeypatch):
+    Calls(monkeypatch)
+    clock = Clock()
+    scans = []
+    s = Steering(RecordingLog(), connector=False, scan=lambda: scans.append(clock.t) or NapiThreads([]),
+                 clock=clock)
+    s.sync([Target(5, "wg0", "r", Placement(frozenset({1}), None))])
+    s.changed()
+    assert s.next_due() == 101.0  # SCAN_MIN_INTERVAL after the last scan
+    s.due()
+    assert scans == [100.0]
+    clock.t = 101.0
+    s.due()
+    assert scans == [100.0, 101.0] and s.next_due() is None
+
+
+def test_steering_connector_path_places_a_new_thread_once_named(monkeypatch):
+    Calls(monkeypatch)
+    clock = Clock()
+    log = RecordingLog()
+    named = {}
+
+    def read_thread(pid, **kw):
+        return named.get(pid)
+
+    monkeypatch.setattr(placement, "read_thread", read_thread)
+    s = Steering(log, connector=False, scan=lambda: NapiThreads(list(named.values())), clock=clock)
+    want = Placement(frozenset({1}), None)
+    s.sync([Target(5, "wg0", "r", want)])
+    # The fork event comes before kthreadd names the thread: "kthreadd" in comm.
+    monkeypatch.setattr("builtins.open", _comm_file("kthreadd"))
+    s._look(42, 0, clock.t)
+    assert s._pending and s.next_due() == pytest.approx(100.002)
+    named[42] = thread(42, "napi/wg0-0")
+    clock.t = 100.01
+    s.due()
+    assert not s._pending
+    assert s._scan_at == pytest.approx(100.01 + placement.SCAN_AFTER_EVENT)
+    clock.t = 101.0
+    named[42] = thread(42, "napi/wg0-0", cpus=(1,))  # as the kernel has it now
+    s.due()
+    lines = log.of("placement")
+    assert len(lines) == 1 and "placed on CPUs 1" in lines[0][2] and "pid 42" in lines[0][2]
+
+
+def _comm_file(text):
+    import io
+
+    real = open
+
+    def fake(path, *a, **k):
+        if isinstance(path, str) and path.endswith("/comm"):
+            return io.BytesIO(text.encode() + b"\n")
+        return real(path, *a, **k)
+
+    return fake
+
+
+# -- metrics without the library ----------------------------------------------------------
+
+
+def test_metrics_without_the_library_says_so_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(metrics, "CollectorRegistry", None)
+    log = RecordingLog()
+    mf = metrics.MetricsFile(str(tmp_path / "m.prom"), log)
+    assert mf.next_due() is None and mf.write({}, {}) is False
+    assert len(log.of("metrics")) == 1 and "prometheus-client" in log.of("metrics")[0][2]
+    assert not (tmp_path / "m.prom").exists()
+
+
+def test_metrics_unwritable_directory_is_said_once(tmp_path):
+    pytest.importorskip("prometheus_client")
+    log = RecordingLog()
+    mf = metrics.MetricsFile(str(tmp_path / "missing" / "m.prom"), log)
+    doc = {"netns": 1, "links": [], "summary": {}, "stats": {}, "kernel": {}}
+    assert mf.write(doc, {}) is False and mf.write(doc, {}) is False
+    assert len(log.of("metrics")) == 1 and "cannot write" in log.of("metrics")[0][2]
+
+
+def test_stalled_peers_metric_only_where_the_stall_watch_reports():
+    pytest.importorskip("prometheus_client")
+    links = [{"name": "wg0", "ifindex": 4, "kind": "wireguard", "rule": "r", "wanted": "on", "current": 1,
+              "state": "threaded"},
+             {"name": "wg1", "ifindex": 5, "kind": "wireguard", "rule": "r", "wanted": "on", "current": 1,
+              "state": "threaded"}]
+    doc = {"netns": 7, "links": links, "summary": {}, "stats": {}, "kernel": {}}
+    assert "wgnapid_link_stalled_peers" not in {f.name for f in metrics.families(doc, {})}
+    doc["stalled_peers"] = [{"interface": "wg0", "ifindex": 4, "public_key": "a"},
+                            {"interface": "wg0", "ifindex": 4, "public_key": "b"}]
+    fam = {f.name: f for f in metrics.families(doc, {})}["wgnapid_link_stalled_peers"]
+    assert {s.labels["interface"]: s.value for s in fam.samples} == {"wg0": 2, "wg1": 0}

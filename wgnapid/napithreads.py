@@ -1,0 +1,236 @@
+"""Finding the NAPI kernel threads of each link: `napi/<dev>-<id>`.
+
+Kernel behaviour relied on (KERNEL-FACTS.md, "NAPI kernel threads" and
+"Writing /sys/class/net/DEV/threaded"):
+
+- writing 1 to `threaded` makes the kernel start one kthread per NAPI
+  instance, named `napi/<dev>-<napi id>` (net/core/dev.c,
+  napi_kthread_create); they are children of kthreadd (PPid 2);
+- every WireGuard peer's NAPI id is 0, so all of a WireGuard link's threads
+  are named `napi/<dev>-0`;
+- `/proc/PID/stat` cuts the name to 15 characters; `/proc/PID/comm` gives a
+  kthread's whole name from 5.17 on (fs/proc/array.c, proc_task_name with
+  kthread full_name); before, it is cut too;
+- names carry no network namespace: same-named links in two namespaces give
+  threads no reader can tell apart.
+
+One scan of /proc serves every link (status and the daemon look at many at
+once). Nothing here writes; placement.py changes what it finds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+KTHREADD = 2
+COMM_LEN = 15  # TASK_COMM_LEN - 1
+PREFIX = "napi/"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WHOLE_NAMES_SINCE = (5, 17)
+
+# /proc/PID/stat field 41 (policy): include/uapi/linux/sched.h.
+POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
+
+
+def format_cpus(cpus) -> str:
+    """A CPU set as the kernel's list format ("0-3,8"); "" when empty."""
+    out, run = [], []
+    for cpu in sorted(cpus):
+        if run and cpu == run[-1] + 1:
+            run.append(cpu)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [cpu]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class NapiThread:
+    """One `napi/` kthread as /proc shows it.
+
+    ``cpu``: the CPU it last ran on (stat field 39). ``cpu_seconds``: utime +
+    stime (fields 14+15) in seconds. ``policy``: "other", "fifo", "rr", ...
+    (field 41); ``priority``: real-time priority 0-99 (field 40); ``nice``:
+    -20..19 (field 19). ``cpus``: the allowed CPUs (sched_getaffinity), None
+    when the thread went away meanwhile. ``cut``: the name may be cut to 15
+    characters (read from stat, or a kernel older than 5.17)."""
+
+    pid: int
+    name: str
+    cpu: int
+    cpu_seconds: float
+    policy: str
+    priority: int
+    nice: int
+    cpus: frozenset[int] | None
+    cut: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "cpu": self.cpu,
+            "cpu_seconds": round(self.cpu_seconds, 2),
+            "policy": self.policy,
+            "priority": self.priority,
+            "nice": self.nice,
+            "cpus": None if self.cpus is None else format_cpus(self.cpus),
+        }
+
+
+def _whole_names_kernel() -> bool:
+    from wgnapid.kernel import parse_release
+
+    version = parse_release(os.uname().release)
+    return version is not None and version[:2] >= WHOLE_NAMES_SINCE
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_thread(pid: int, *, whole_names: bool | None = None,
+                stat: bytes | None = None) -> NapiThread | None:
+    """The `napi/` kthread with this PID, or None when it is not one (or is gone).
+
+    Raises nothing: a task can exit between any two reads."""
+    if stat is None:
+        stat = _read(f"/proc/{pid}/stat")
+        if stat is None:
+            return None
+    # "pid (comm) state ppid ...": comm may hold spaces or parentheses.
+    lpar, rpar = stat.find(b"("), stat.rfind(b")")
+    # surrogateescape: link names may hold any byte but "/", ":", NUL and
+    # whitespace (KERNEL-FACTS.md, "Link names"); decoded as link names are.
+    short = stat[lpar + 1 : rpar].decode(errors="surrogateescape")
+    if not short.startswith(PREFIX):
+        return None
+    fields = stat[rpar + 2 :].split()  # fields[0] is field 3 (state)
+    if len(fields) < 39 or fields[1] != str(KTHREADD).encode():
+        return None
+    comm = _read(f"/proc/{pid}/comm")
+    name = comm.decode(errors="surrogateescape").rstrip("\n") if comm else short
+    if not name.startswith(short):
+        name = short  # renamed between the reads: trust the older, cut one
+    if whole_names is None:
+        whole_names = _whole_names_kernel()
+    cut = len(name.encode(errors="surrogateescape")) == COMM_LEN and not (whole_names and comm)
+    try:
+        cpus = frozenset(os.sched_getaffinity(pid))
+    except OSError:
+        cpus = None
+    return NapiThread(
+        pid=pid,
+        name=name,
+        cpu=int(fields[36]),
+        cpu_seconds=(int(fields[11]) + int(fields[12])) / CLK_TCK,
+        policy=POLICY_NAMES.get(int(fields[38]), str(int(fields[38]))),
+        priority=int(fields[37]),
+        nice=int(fields[16]),
+        cpus=cpus,
+        cut=cut,
+    )
+
+
+def thread_matches(thread_name: str, cut: bool, ifname: str) -> bool:
+    """Whether a thread of this name can be one of ``ifname``'s.
+
+    Whole names: exactly `napi/<ifname>-<digits>`. Cut names (15 characters):
+    the first 15 characters of such a name, so "napi/wg-long-tu" is
+    wg-long-tunnel's and not wg-long's (NAPI ids are numbers)."""
+    prefix = f"{PREFIX}{ifname}-"
+    if thread_name.startswith(prefix) and thread_name[len(prefix):].isdigit():
+        return True
+    if not cut:
+        return False
+    if len(prefix) >= COMM_LEN:
+        return thread_name == prefix[:COMM_LEN]
+    rest = thread_name[len(prefix):]
+    return thread_name.startswith(prefix) and rest.isdigit()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkThreads:
+    """A link's threads; ``ambiguous`` says why some may be another link's ("" when not)."""
+
+    threads: tuple[NapiThread, ...]
+    ambiguous: str = ""
+
+    def as_list(self) -> list[dict]:
+        return [t.as_dict() for t in self.threads]
+
+
+def kthreadd_visible() -> bool:
+    """Whether kernel threads are visible in this PID namespace: PID 2 is
+    kthreadd, with parent 0 (only in the initial PID namespace)."""
+    try:
+        with open("/proc/2/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return stat[stat.find(b"(") + 1 : stat.rfind(b")")] == b"kthreadd" and fields[1:2] == [b"0"]
+
+
+class NapiThreads:
+    """A snapshot of every `napi/` kthread, looked up per link.
+
+    ``threads``: give a list instead of scanning /proc (tests, one pid)."""
+
+    def __init__(self, threads: list[NapiThread] | None = None, *, whole_names: bool | None = None):
+        # In a PID namespace of its own (a container, systemd's guest) no kernel
+        # thread is visible: PID 2 is then not kthreadd (PPid 0), and counts
+        # would say 0 where the truth is unknown.
+        self.visible = threads is not None or kthreadd_visible()
+        if threads is None:
+            if whole_names is None:
+                whole_names = _whole_names_kernel()
+            threads = []
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                t = read_thread(int(entry.name), whole_names=whole_names)
+                if t is not None:
+                    threads.append(t)
+        self.threads = threads
+        self._by_name: dict[str, list[NapiThread]] = {}
+        for t in threads:
+            self._by_name.setdefault(t.name, []).append(t)
+
+    def of(self, ifname: str, known: tuple[str, ...] | list[str] | set[str] = (),
+           elsewhere: int = 0) -> LinkThreads:
+        """``ifname``'s threads. ``known``: the other link names the caller
+        knows of (its namespaces); a cut thread name that fits one of them too
+        is reported, not guessed. ``elsewhere``: how many other watched network
+        namespaces have a link of the same name (names carry no namespace)."""
+        found: list[NapiThread] = []
+        shared: set[str] = set()
+        for name, threads in self._by_name.items():
+            cut = threads[0].cut
+            if not thread_matches(name, cut, ifname):
+                continue
+            found.extend(threads)
+            if cut:
+                shared.update(o for o in known if o != ifname and thread_matches(name, True, o))
+        reasons = []
+        if shared:
+            reasons.append(
+                f"thread names cut to {COMM_LEN} characters also fit {', '.join(sorted(shared))}"
+            )
+        if elsewhere and found:
+            reasons.append(
+                f"a link named {ifname} exists in {elsewhere} other network namespace(s) and "
+                "thread names carry no namespace"
+            )
+        return LinkThreads(tuple(sorted(found, key=lambda t: t.pid)), "; ".join(reasons))
+
+    def count(self, ifname: str) -> int:
+        return len(self.of(ifname).threads)

@@ -1,0 +1,445 @@
+"""Placing NAPI kthreads: a rule's `cpus` and `sched` applied to its links' threads.
+
+Kernel behaviour relied on (KERNEL-FACTS.md, "NAPI kernel threads"): NAPI
+threads are started with kthread_run and never bound to a CPU, so
+sched_setaffinity(2) and sched_setscheduler(2) work on them as root; threads
+the kernel re-creates (threaded toggled, a WireGuard peer re-added, a link
+re-created) start with the defaults again, so placement is re-applied to
+every new thread set. New threads are noticed at once through the
+process-events connector (procevents.py), and the resync re-checks them all.
+
+What is needed where (the unit's drop-ins in systemd/): the syscalls
+sched_setaffinity, sched_setscheduler and setpriority (in systemd's
+@resources set); CAP_SYS_NICE for any of them, since kthreads hold every
+capability and changing a task with capabilities the caller lacks needs it
+(security/commoncap.c, cap_safe_nice); RestrictRealtime=no for `fifo` and `rr`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import syslog
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+from wgnapid import procevents
+from wgnapid.napithreads import NapiThread, NapiThreads, format_cpus, read_thread, thread_matches
+
+SCHED_POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
+_SCHED_RE = re.compile(r"(other)(?::nice=(-?\d+))?|(fifo|rr):(\d+)")
+CPU_ONLINE = "/sys/devices/system/cpu/online"
+CPU_POSSIBLE = "/sys/devices/system/cpu/possible"
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """The kernel's CPU list format ("2-15,18") as a set. Raises ValueError."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise ValueError(f"not a CPU list like \"2-15,18\": {text!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"range {part.strip()!r} runs backwards")
+        if hi >= 8192:  # CONFIG_NR_CPUS is at most 8192
+            raise ValueError(f"CPU {hi} is beyond any kernel's CPU count")
+        cpus.update(range(lo, hi + 1))
+    return frozenset(cpus)
+
+
+def _cpu_file(path: str) -> frozenset[int] | None:
+    try:
+        with open(path) as f:
+            return parse_cpu_list(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def online_cpus() -> frozenset[int] | None:
+    """CPUs online now (sysfs), None when that cannot be read."""
+    return _cpu_file(CPU_ONLINE)
+
+
+def check_cpus(text: str) -> frozenset[int]:
+    """Parse a rule's `cpus` and check it against this machine: every CPU must
+    exist and be online. Raises ValueError with one clear sentence."""
+    cpus = parse_cpu_list(text)
+    possible, online = _cpu_file(CPU_POSSIBLE), online_cpus()
+    if possible is not None and not cpus <= possible:
+        raise ValueError(
+            f"CPU {format_cpus(cpus - possible)} does not exist here (CPUs: {format_cpus(possible)})"
+        )
+    if online is not None and not cpus <= online:
+        raise ValueError(
+            f"CPU {format_cpus(cpus - online)} is offline (online: {format_cpus(online)})"
+        )
+    return cpus
+
+
+@dataclass(frozen=True, slots=True)
+class Sched:
+    """A scheduling policy for NAPI threads: "other" (nice -20..19, default 0),
+    "fifo" or "rr" (priority 1..99)."""
+
+    policy: str
+    priority: int = 0
+    nice: int = 0
+
+    def __str__(self) -> str:
+        if self.policy == "other":
+            return "other" if self.nice == 0 else f"other:nice={self.nice}"
+        return f"{self.policy}:{self.priority}"
+
+
+@lru_cache(maxsize=256)
+def parse_sched(text: str) -> Sched:
+    """"other", "other:nice=-5", "fifo:50", "rr:10". Raises ValueError."""
+    m = _SCHED_RE.fullmatch(text.strip())
+    if not m:
+        raise ValueError(
+            f'{text!r} is not "other", "other:nice=N" (-20..19), "fifo:N" or "rr:N" (1..99)'
+        )
+    if m.group(1):
+        nice = int(m.group(2) or 0)
+        if not -20 <= nice <= 19:
+            raise ValueError(f"nice {nice} is outside -20..19")
+        return Sched("other", 0, nice)
+    prio = int(m.group(4))
+    if not 1 <= prio <= 99:
+        raise ValueError(f"{m.group(3)} priority {prio} is outside 1..99")
+    return Sched(m.group(3), prio, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What a rule wants for its links' NAPI threads; None: leave as is."""
+
+    cpus: frozenset[int] | None = None
+    sched: Sched | None = None
+
+    def __bool__(self) -> bool:
+        return self.cpus is not None or self.sched is not None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.cpus is not None:
+            parts.append(f"CPUs {format_cpus(self.cpus)}")
+        if self.sched is not None:
+            parts.append(f"sched {self.sched}")
+        return ", ".join(parts)
+
+
+@lru_cache(maxsize=256)
+def placement_of(cpus: str | None, sched: str | None) -> Placement:
+    """A rule's placement from its (already validated) `cpus` and `sched` keys."""
+    return Placement(
+        cpus=None if cpus is None else parse_cpu_list(cpus),
+        sched=None if sched is None else parse_sched(sched),
+    )
+
+
+class PlacementError(Exception):
+    """A thread could not be placed; the message says why in one line."""
+
+
+def _why(exc: OSError, what: str) -> str:
+    hint = ""
+    if exc.errno == errno.EPERM:
+        hint = (": needs CAP_SYS_NICE, and a unit that allows it (systemd/wgnapid.service.d: "
+                "placement.conf; realtime.conf for fifo/rr)")
+    elif exc.errno == errno.EINVAL and what == "affinity":
+        hint = ": none of those CPUs is online or allowed for the thread"
+    return f"setting {what}: {os.strerror(exc.errno or 0)}{hint}"
+
+
+def needs(thread: NapiThread, want: Placement) -> bool:
+    """Whether the thread differs from what is wanted."""
+    if want.cpus is not None and thread.cpus is not None and thread.cpus != want.cpus:
+        return True
+    s = want.sched
+    if s is not None:
+        if thread.policy != s.policy or thread.priority != s.priority:
+            return True
+        if s.policy == "other" and thread.nice != s.nice:
+            return True
+    return False
+
+
+def apply(thread: NapiThread, want: Placement) -> bool:
+    """Make one thread as wanted: True when something was changed, False when it
+    already was. A thread that exited meanwhile (ESRCH) counts as done.
+    Raises PlacementError."""
+    if not needs(thread, want):
+        return False
+    pid, s = thread.pid, want.sched
+    steps = []
+    if want.cpus is not None and thread.cpus != want.cpus:
+        steps.append(("affinity", lambda: os.sched_setaffinity(pid, want.cpus)))
+    if s is not None and (thread.policy != s.policy or thread.priority != s.priority):
+        steps.append((f"policy {s}", lambda: os.sched_setscheduler(
+            pid, SCHED_POLICIES[s.policy], os.sched_param(s.priority))))
+    if s is not None and s.policy == "other" and thread.nice != s.nice:
+        steps.append((f"nice {s.nice}", lambda: os.setpriority(os.PRIO_PROCESS, pid, s.nice)))
+    for what, step in steps:
+        try:
+            step()
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                return False  # exited meanwhile: nothing left to place
+            raise PlacementError(_why(exc, what)) from None
+    return True
+
+
+@dataclass(slots=True)
+class LinkPlacement:
+    """What happened to one link's threads, for status and logging."""
+
+    want: Placement
+    pids: frozenset[int] = frozenset()
+    state: str = "pending"  # "placed" | "failed" | "ambiguous" | "pending" (no threads yet)
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "cpus": None if self.want.cpus is None else format_cpus(self.want.cpus),
+            "sched": None if self.want.sched is None else str(self.want.sched),
+            "state": self.state,
+            "reason": self.reason,
+        }
+
+
+class Placer:
+    """Applies placements to threads and logs each thread set's outcome once.
+
+    Holds, per link name, the last outcome; a new outcome for the same thread
+    set is not logged again, so a resync that finds everything in place costs
+    reads only and says nothing. ``log``: a wgnapid.log.Log (or None: silent).
+    """
+
+    def __init__(self, log=None):
+        self.log = log
+        self.links: dict[str, LinkPlacement] = {}
+        self.changes = 0  # threads changed, over the daemon's life
+        self.failures = 0  # placements that failed
+        self._early: dict[str, set[int]] = {}
+        self.generation = 0  # bumped when a link's outcome changes: status has news
+
+    def place(self, ifname: str, ifindex: int, rule: str | None, want: Placement,
+              threads: tuple[NapiThread, ...], ambiguous: str = "") -> LinkPlacement:
+        """Apply ``want`` to these threads (all of one link) and record the outcome."""
+        pids = frozenset(t.pid for t in threads)
+        early = self._early.pop(ifname, set())
+        prev = self.links.get(ifname)
+        lp = LinkPlacement(want, pids)
+        changed: list[NapiThread] = []
+        if not threads:
+            lp.state = "pending"
+        elif ambiguous:
+            # Placing another namespace's thread by mistake is worse than not placing.
+            lp.state, lp.reason = "ambiguous", f"not placed: {ambiguous}"
+        else:
+            lp.state = "placed"
+            for t in threads:
+                try:
+                    if apply(t, want) or t.pid in early:
+                        changed.append(t)
+                except PlacementError as exc:
+                    lp.state, lp.reason = "failed", f"{t.name} (pid {t.pid}): {exc}"
+                    break
+        self.links[ifname] = lp
+        self.changes += len(changed)
+        if lp.state == "failed":
+            self.failures += 1
+        # Once per thread set and outcome; and when the same threads had to be
+        # placed again (someone changed them back).
+        news = prev is None or (prev.pids, prev.want, prev.state, prev.reason) != (
+            pids, want, lp.state, lp.reason)
+        if news:
+            self.generation += 1
+        if self.log is not None and threads and (news or changed):
+            self._log(ifname, ifindex, rule, lp, threads, changed)
+        return lp
+
+    def placed_early(self, ifname: str, pid: int) -> None:
+        """A thread the connector path placed on its own: the next ``place`` of
+        its link counts it as changed (and logs the set)."""
+        self._early.setdefault(ifname, set()).add(pid)
+
+    def forget(self, keep: set[str]) -> None:
+        for name in [n for n in self.links if n not in keep]:
+            del self.links[name]
+            self._early.pop(name, None)
+
+    def _log(self, ifname, ifindex, rule, lp, threads, changed) -> None:
+        names = ", ".join(f"{t.name} (pid {t.pid})" for t in threads)
+        fields = dict(name=ifname, ifindex=ifindex, rule=rule)
+        if lp.state == "failed":
+            self.log.link("placement-failed", syslog.LOG_WARNING,
+                          f"NAPI threads not placed ({lp.want}): {lp.reason}", state=lp.state, **fields)
+        elif lp.state == "ambiguous":
+            self.log.link("placement-ambiguous", syslog.LOG_WARNING,
+                          f"NAPI threads {names}: {lp.reason}", state=lp.state, **fields)
+        else:
+            verb = "placed" if changed else "already placed"
+            self.log.link("placement", syslog.LOG_INFO,
+                          f"NAPI threads {verb} on {lp.want}: {names}", state=lp.state, **fields)
+
+
+# -- the daemon's side: targets, the connector, the scans ----------------------------
+
+NAME_RETRIES = (0.002, 0.01, 0.05, 0.2, 1.0)  # seconds after a kthread fork to read its name
+SCAN_AFTER_EVENT = 0.5  # a full scan (and the log line) this long after threads were placed
+SCAN_MIN_INTERVAL = 1.0  # without the connector: scans after state changes, at most this often
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A link whose rule places its threads."""
+
+    ifindex: int
+    name: str
+    rule: str | None
+    want: Placement
+
+
+class Steering:
+    """Keeps every matched link's NAPI threads placed as its rule says.
+
+    The daemon calls ``sync(targets)`` after each resync (a full /proc scan:
+    the backstop), ``handle()`` when ``fileno()`` is readable (the
+    process-events connector: new kthreads, placed at once), ``due()`` from
+    its loop with ``next_due()`` in its timeout, and ``changed()`` when link
+    states changed (only used without the connector). ``log``: wgnapid.log.Log.
+    """
+
+    def __init__(self, log, kernel_version=None, *, connector: bool = True,
+                 scan=None, clock=None):
+        self.log = log
+        self.placer = Placer(log)
+        self.targets: dict[str, Target] = {}
+        self.clock = clock or time.monotonic
+        self.scan = scan or NapiThreads
+        self.events = None
+        self.unavailable = ""
+        self._pending: list[tuple[float, int, int]] = []  # (due, pid, attempt)
+        self._scan_at: float | None = None
+        self._last_scan = 0.0
+        if connector:
+            try:
+                self.events = procevents.ProcEvents(kernel_version)
+            except procevents.Unavailable as exc:
+                self.unavailable = str(exc)
+
+    def fileno(self) -> int:
+        return self.events.fileno()
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+
+    def set_targets(self, targets: list[Target]) -> None:
+        self.targets = {t.name: t for t in targets if t.want}
+        self.placer.forget(set(self.targets))
+
+    def sync(self, targets: list[Target] | None = None) -> None:
+        """Scan /proc and place every target link's threads (the resync)."""
+        if targets is not None:
+            self.set_targets(targets)
+        self._scan_at = None
+        self._last_scan = self.clock()
+        if not self.targets:
+            return
+        snapshot = self.scan()
+        names = list(self.targets)
+        for t in self.targets.values():
+            lt = snapshot.of(t.name, names)
+            self.placer.place(t.name, t.ifindex, t.rule, t.want, lt.threads, lt.ambiguous)
+
+    def status(self, ifname: str) -> dict | None:
+        lp = self.placer.links.get(ifname)
+        if lp is None:
+            t = self.targets.get(ifname)
+            return None if t is None else LinkPlacement(t.want).as_dict()
+        return lp.as_dict()
+
+    # -- the connector path ---------------------------------------------------
+
+    def handle(self) -> None:
+        try:
+            pids = self.events.read()
+        except procevents.Overflow:
+            self._scan_at = self.clock()  # lost events: look at everything now
+            return
+        if not self.targets:
+            return
+        now = self.clock()
+        for pid in pids:
+            self._look(pid, 0, now)
+
+    def _look(self, pid: int, attempt: int, now: float) -> None:
+        t = read_thread(pid)
+        if t is None:
+            try:
+                with open(f"/proc/{pid}/comm", "rb") as f:
+                    unnamed = f.read().strip() == b"kthreadd"
+            except OSError:
+                return  # gone
+            if unnamed and attempt < len(NAME_RETRIES):
+                # Forked, not yet named by kthread_create: look again shortly.
+                self._pending.append((now + NAME_RETRIES[attempt], pid, attempt + 1))
+            return
+        dev, _, napi_id = t.name[len("napi/"):].rpartition("-")
+        if not t.cut and napi_id.isdigit():
+            owners = [self.targets[dev]] if dev in self.targets else []  # O(1) in a burst
+        else:
+            owners = [tg for tg in self.targets.values() if thread_matches(t.name, t.cut, tg.name)]
+        if len(owners) != 1:
+            return  # not ours, or a cut name that fits several: the scan says so
+        tg = owners[0]
+        try:
+            if apply(t, tg.want):
+                self.placer.placed_early(tg.name, t.pid)
+        except PlacementError:
+            pass  # the scan below records and logs it once
+        # Log once for the whole new thread set, after the burst settles.
+        if self._scan_at is None:
+            self._scan_at = now + SCAN_AFTER_EVENT
+
+    def changed(self) -> None:
+        """Link states changed: without the connector, scan soon (bounded rate)."""
+        if self.events is None and self.targets and self._scan_at is None:
+            self._scan_at = max(self.clock(), self._last_scan + SCAN_MIN_INTERVAL)
+
+    def next_due(self) -> float | None:
+        dues = [d for d, _, _ in self._pending]
+        if self._scan_at is not None:
+            dues.append(self._scan_at)
+        return min(dues) if dues else None
+
+    def due(self) -> None:
+        now = self.clock()
+        if self._pending:
+            ready = [p for p in self._pending if p[0] <= now]
+            self._pending = [p for p in self._pending if p[0] > now]
+            for _due, pid, attempt in ready:
+                self._look(pid, attempt, now)
+        if self._scan_at is not None and self._scan_at <= now:
+            self.sync()
+
+
+def targets(policy, links) -> list[Target]:
+    """The links (reconciler LinkStates: ifindex, name, rule) whose rule places
+    threads, with what it wants. ``policy``: wgnapid.config.Policy."""
+    rules = {r.name: placement_of(r.cpus, r.sched) for r in policy.rules if r.cpus or r.sched}
+    return [Target(st.ifindex, st.name, st.rule, rules[st.rule])
+            for st in links if st.rule in rules and st.wanted == "on"]
+
+
+def wanted(policy) -> bool:
+    """Whether any rule places threads."""
+    return any(r.cpus or r.sched for r in policy.rules)

@@ -14,6 +14,7 @@ from wgnapid import __version__, config, kernel
 from wgnapid.links import NetlinkSource, Overflow, Rtnl, UdevSource, netns_id
 from wgnapid.log import Log
 from wgnapid.reconciler import Reconciler
+from wgnapid.summary import pass_summary
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
 DEFAULT_RUNTIME_DIR = "/run/wgnapid"
@@ -63,7 +64,7 @@ class Daemon:
         self.source = None
         self.sel = selectors.DefaultSelector()
         self.started = time.time()
-        self._stop = False
+        self._stop = ""  # the name of the signal that stops the loop
         self._reload = False
         self._published = -1  # reconciler generation last published
         self._status_written = 0.0
@@ -90,7 +91,7 @@ class Daemon:
         self.sel.register(rfd, selectors.EVENT_READ)
 
         def stop(signum, frame):
-            self._stop = True
+            self._stop = signal.Signals(signum).name
 
         def reload(signum, frame):
             self._reload = True
@@ -170,12 +171,17 @@ class Daemon:
         self._published = -1  # the source and policy files are news even if no link changes
         self._guard_warning()
         self.resync("reload")
+        self._say_summary("reload")
         notify("READY=1")
 
     def _guard_warning(self) -> None:
         warning = kernel.guard_warning(self.policy.daemon.kernel_guard, self.verdict)
         if warning:
             self.log.warning("kernel-guard", warning, wgnapid_kernel=self.verdict.release)
+
+    def _say_summary(self, when: str) -> None:
+        kind, priority, message = pass_summary(self.rec.links.values(), self.policy, when)
+        self.log.event(kind, priority, message)
 
     # -- status -------------------------------------------------------------
 
@@ -257,6 +263,7 @@ class Daemon:
         )
         self._guard_warning()
         self.resync("start-up")
+        self._say_summary("start-up")
         self._publish(force=True)
         notify("READY=1")
         try:
@@ -288,6 +295,6 @@ class Daemon:
         finally:
             notify("STOPPING=1")
             self.rec.close()
-            self.log.info("stopping", "wgnapid stopping")
+            self.log.info("stopping", f"wgnapid stopping ({self._stop or 'error'})")
             self._remove_status()
         return 0

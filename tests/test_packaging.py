@@ -68,17 +68,17 @@ def test_sdist_and_wheel_build_without_warnings(tmp_path, setuptools):
     (wheel,) = out.glob("wgnapid-*.whl")
     with tarfile.open(sdist) as tar:
         names = tar.getnames()
-        assert any(n.endswith("/COPYING") for n in names), names
+        assert any(n.endswith("/LICENSE") for n in names), names
         (pkg_info,) = [n for n in names if n.count("/") == 1 and n.endswith("/PKG-INFO")]
         sdist_meta = tar.extractfile(pkg_info).read().decode()
     with zipfile.ZipFile(wheel) as whl:
         names = whl.namelist()
-        assert any(re.fullmatch(r"wgnapid-[^/]+\.dist-info/licenses/COPYING", n) for n in names), names
+        assert any(re.fullmatch(r"wgnapid-[^/]+\.dist-info/licenses/LICENSE", n) for n in names), names
         (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         wheel_meta = whl.read(meta).decode()
     for doc in (sdist_meta, wheel_meta):
         assert "License-Expression: GPL-2.0-or-later" in doc, doc[:1500]
-        assert "License-File: COPYING" in doc, doc[:1500]
+        assert "License-File: LICENSE" in doc, doc[:1500]
         assert not re.search(r"^License: ", doc, re.M), "the deprecated License: field is still there"
-    copying = (TOP / "COPYING").read_text()
+    copying = (TOP / "LICENSE").read_text()
     assert "GNU GENERAL PUBLIC LICENSE" in copying and "Version 2, June 1991" in copying

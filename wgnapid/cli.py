@@ -26,12 +26,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-target", choices=["auto", "journal", "stderr"], default="auto")
     p.add_argument("--log-level", choices=list(LEVELS), help="overrides daemon.log_level")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.add_parser("run", help="run the daemon in the foreground")
+    r = sub.add_parser("run", help="run the daemon in the foreground")
+    r.add_argument("--watch-policy", action="store_true",
+                   help="reload when the policy files change, checked at every resync (so within "
+                        "resync_interval seconds): for a policy mounted from a Kubernetes ConfigMap")
     a = sub.add_parser("apply", help="reconcile the links that exist now, once, then exit")
     a.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     a.add_argument("--json", action="store_true", help="machine-readable output")
     s = sub.add_parser("status", help="each link, what is wanted and what it has")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--ready", action="store_true",
+                   help="only: has a daemon in this network namespace finished its first reconcile? "
+                        "(exit 0 if so, 1 if not; a readiness probe)")
     c = sub.add_parser("check-config", help="validate a policy file (exit 0 when valid)")
     c.add_argument("file", nargs="?", help="the file to check (default: the policy in use)")
     d = sub.add_parser("doctor", help="can wgnapid do its job here?")
@@ -88,7 +94,7 @@ def cmd_run(args, policy: config.Policy) -> int:
     from wgnapid.daemon import Daemon
 
     log = Log(args.log_target, args.log_level or policy.daemon.log_level)
-    return Daemon(policy, args.config, log).run()
+    return Daemon(policy, args.config, log, watch_policy=args.watch_policy).run()
 
 
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
@@ -153,6 +159,18 @@ def _daemon_status() -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return doc
+
+
+def cmd_ready(args) -> int:
+    """`status --ready`: the daemon publishes its status file after its first
+    reconcile (just before READY=1), so a file whose daemon is alive means ready."""
+    daemon = _daemon_status()
+    if daemon is None:
+        print("not ready: no wgnapid daemon has finished its first reconcile here", file=sys.stderr)
+        return EXIT_FAIL
+    summary = ", ".join(f"{n} {s}" for s, n in sorted((daemon.get("summary") or {}).items()))
+    print(f"ready: daemon pid {daemon['pid']}, {summary or 'no matched links'}")
+    return EXIT_OK
 
 
 def status_document(policy: config.Policy) -> dict:
@@ -311,6 +329,8 @@ def _main(argv: list[str] | None) -> int:
         return cmd_check_config(args)
     if args.command == "doctor":
         return cmd_doctor(args)
+    if args.command == "status" and args.ready:
+        return cmd_ready(args)
     problem = _need_privileges()
     if problem:
         return _fail(problem)

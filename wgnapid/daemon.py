@@ -13,6 +13,7 @@ import time
 from wgnapid import __version__, config, kernel
 from wgnapid.links import NetlinkSource, Overflow, Rtnl, UdevSource, netns_id
 from wgnapid.log import Log
+from wgnapid.policywatch import PolicyWatch
 from wgnapid.reconciler import Reconciler
 from wgnapid.summary import pass_summary
 
@@ -53,7 +54,8 @@ def _watchdog_interval() -> float | None:
 
 
 class Daemon:
-    def __init__(self, policy: config.Policy, config_path: str | None, log: Log):
+    def __init__(self, policy: config.Policy, config_path: str | None, log: Log, *,
+                 watch_policy: bool = False):
         self.policy = policy
         self.config_path = config_path
         self.log = log
@@ -73,6 +75,8 @@ class Daemon:
         self._next_resync = 0.0
         self._watchdog = _watchdog_interval()
         self._next_watchdog = 0.0
+        # --watch-policy: reload when the policy files change, checked at each resync.
+        self.watch = PolicyWatch(config_path) if watch_policy else None
 
     # -- set-up -------------------------------------------------------------
 
@@ -154,6 +158,8 @@ class Daemon:
 
     def _reload_policy(self) -> None:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        if self.watch:
+            self.watch.changed()  # what is read now is what the watch compares with next
         try:
             policy = config.load(self.config_path)
         except config.ConfigError as exc:
@@ -287,7 +293,11 @@ class Daemon:
                 self.rec.retry_due(wait=False)
                 now = time.monotonic()
                 if now >= self._next_resync:
-                    self.resync("periodic")
+                    if self.watch and self.watch.changed():
+                        self.log.info("policy-changed", "the policy files changed; reloading")
+                        self._reload_policy()
+                    else:
+                        self.resync("periodic")
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog

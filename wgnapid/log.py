@@ -38,6 +38,8 @@ MESSAGE_IDS = {
     # what a full pass (start-up, reload) found and did (wgnapid/summary.py)
     "pass-summary": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7780",
     "nothing-to-do": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7781",
+    # run --watch-policy saw the policy files change (wgnapid/policywatch.py)
+    "policy-changed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7782",
 }
 
 LEVELS = {

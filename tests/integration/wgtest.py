@@ -219,12 +219,13 @@ class Daemon:
     RUNTIME_DIRECTORY and log file."""
 
     def __init__(self, ns: Netns, policy: Path, workdir: Path, *, log_target: str = "stderr",
-                 log_level: str | None = None):
+                 log_level: str | None = None, run_args: tuple[str, ...] = ()):
         self.ns = ns
         self.policy = policy
         self.workdir = workdir
         self.log_target = log_target
         self.log_level = log_level
+        self.run_args = run_args  # options of `run`, e.g. --watch-policy
         self.runtime_dir = workdir / "run"
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         # sun_path is limited to 108 bytes: keep the socket in a short directory.
@@ -250,7 +251,7 @@ class Daemon:
         argv = [WGNAPID, "--config", str(self.policy), "--log-target", self.log_target]
         if self.log_level:
             argv += ["--log-level", self.log_level]
-        argv.append("run")
+        argv += ["run", *self.run_args]
         self.started_wall = time.time()
         self._mark = len(self.notifications)
         with open(self.log_path, "a") as log:

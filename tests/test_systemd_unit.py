@@ -49,11 +49,23 @@ def unit_copy(tmp_path):
     """The unit under its own name in a temp dir, ExecStart= pointing at a real binary."""
     true = shutil.which("true") or "/bin/true"
     text = UNIT.read_text()
-    text, n = re.subn(r"(?m)^ExecStart=/usr/bin/wgnapid\b", f"ExecStart={true}", text)
-    assert n == 1, "ExecStart=/usr/bin/wgnapid not found in the unit"
+    text, n = re.subn(r"(?m)^(Exec(?:Start|Reload))=/usr/bin/wgnapid\b", rf"\1={true}", text)
+    assert n == 2, "ExecStart=/usr/bin/wgnapid and ExecReload=/usr/bin/wgnapid not found in the unit"
     path = tmp_path / UNIT.name
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def unit_with_dropin(unit_copy):
+    """unit_copy with the venv drop-in beside it, its commands pointing at a real binary."""
+    true = shutil.which("true") or "/bin/true"
+    text = (UNIT.parent / "wgnapid.service.d" / "venv.conf").read_text()
+    text, n = re.subn(r"(?m)^(Exec(?:Start|Reload))=/opt/wgnapid/bin/wgnapid\b", rf"\1={true}", text)
+    assert n == 2
+    (unit_copy.parent / "wgnapid.service.d").mkdir()
+    (unit_copy.parent / "wgnapid.service.d" / "venv.conf").write_text(text)
+    return unit_copy
 
 
 def analyze(*args):
@@ -67,11 +79,21 @@ def analyze(*args):
 def test_verify_passes_without_warnings(unit_copy):
     # --recursive-errors=no: errors in the host's own units (network-pre.target,
     # multi-user.target ...) must not fail this test; ours still do.
-    r = analyze("verify", "--recursive-errors=no", str(unit_copy))
+    # --man=no: the man pages come with the Debian package, not with this tree
+    # (the systemd tier checks the venv install's Documentation= for real).
+    r = analyze("verify", "--man=no", "--recursive-errors=no", str(unit_copy))
     out = r.stdout + r.stderr
     ours = [l for l in out.splitlines() if unit_copy.name in l or str(unit_copy.parent) in l]
     assert r.returncode == 0, out
     assert ours == [], "\n".join(ours)
+
+
+@needs_analyze
+def test_verify_with_the_venv_dropin(unit_with_dropin):
+    r = analyze("verify", "--man=no", "--recursive-errors=no", str(unit_with_dropin))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert not [l for l in out.splitlines() if "wgnapid" in l], out
 
 
 @needs_analyze
@@ -104,8 +126,9 @@ def words(unit, section, key):
 def test_required_service_keys(unit):
     assert one(unit, "Service", "Type") == "notify"
     assert one(unit, "Service", "ExecStart") == "/usr/bin/wgnapid run"
-    assert one(unit, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert one(unit, "Service", "ExecReload") == "/usr/bin/wgnapid reload"
     assert one(unit, "Service", "Restart") == "on-failure"
+    assert one(unit, "Service", "RestartPreventExitStatus") == "78"
     assert one(unit, "Service", "WatchdogSec")
     assert one(unit, "Service", "RuntimeDirectory") == "wgnapid"
     assert one(unit, "Install", "WantedBy") == "multi-user.target"
@@ -129,3 +152,36 @@ def test_sandbox_leaves_the_daemon_what_it_needs(unit):
     # /sys is read-only except where the threaded attributes of virtual links live.
     assert one(unit, "Service", "ProtectKernelTunables") == "yes"
     assert "/sys/devices/virtual/net" in words(unit, "Service", "ReadWritePaths")
+
+
+def _seconds(value: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|min)?", value)
+    assert m, value
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, None: 1, "min": 60}[m.group(2)]
+
+
+def test_a_crash_loop_ends_in_failed(unit):
+    # Every start waits RestartSec; StartLimitBurst starts must fit in the
+    # interval with room for each start itself (up to a second here), or the
+    # limit never trips and the unit restarts forever.
+    restart = _seconds(one(unit, "Service", "RestartSec"))
+    burst = int(one(unit, "Unit", "StartLimitBurst"))
+    interval = _seconds(one(unit, "Unit", "StartLimitIntervalSec"))
+    assert burst * (restart + 1.0) < interval, (burst, restart, interval)
+
+
+def test_documentation_is_valid(unit):
+    docs = words(unit, "Unit", "Documentation")
+    assert docs and all(re.match(r"(man:[\w.-]+\(\d\)|file:/|https?://)", d) for d in docs), docs
+    dropin = parse_unit((UNIT.parent / "wgnapid.service.d" / "venv.conf").read_text())
+    # The venv install's drop-in names the README it installs (README.md, "Install").
+    # It resets the list: the man pages are the Debian package's, not installed here.
+    assert dropin["Unit"]["Documentation"] == ["", "file:///opt/wgnapid/share/doc/wgnapid/README.md"]
+    readme = (UNIT.parent.parent / "README.md").read_text()
+    assert "install -Dm644 README.md /opt/wgnapid/share/doc/wgnapid/README.md" in readme
+
+
+def test_venv_dropin_moves_both_commands(unit):
+    dropin = parse_unit((UNIT.parent / "wgnapid.service.d" / "venv.conf").read_text())
+    assert dropin["Service"]["ExecStart"] == ["", "/opt/wgnapid/bin/wgnapid run"]
+    assert dropin["Service"]["ExecReload"] == ["", "/opt/wgnapid/bin/wgnapid reload"]

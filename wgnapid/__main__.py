@@ -1,3 +1,3 @@
-from wgnapid.cli import main
+from wgnapid.entry import main
 
 raise SystemExit(main())

@@ -1,18 +1,31 @@
-"""The command line: run, apply, status, check-config, doctor."""
+"""The command line: run, apply, status, check-config, doctor, reload."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import socket
 import sys
 
 from wgnapid import __version__, config, kernel
-from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journal_available
+from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journald_reachable
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+# EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus=78 stops systemd
+# from restarting a daemon whose policy is broken.
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 CAP_NET_ADMIN = 12
+
+
+def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after the command name
+    (`wgnapid --config F run` and `wgnapid run --config F`). On the
+    sub-parsers they default to SUPPRESS, so they override only when given."""
+    d = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
+    p.add_argument("--config", metavar="FILE", default=d(None),
+                   help=f"policy file instead of {config.DEFAULT_PATH} (conf.d is then not read)")
+    p.add_argument("--log-target", choices=["auto", "journal", "stderr"], default=d("auto"),
+                   help="auto: journald when it accepts a connection, else stderr")
+    p.add_argument("--log-level", choices=list(LEVELS), default=d(None), help="overrides daemon.log_level")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,26 +34,32 @@ def _parser() -> argparse.ArgumentParser:
         description="Give WireGuard links threaded NAPI and keep it that way.",
     )
     p.add_argument("--version", action="version", version=f"wgnapid {__version__}")
-    p.add_argument("--config", metavar="FILE",
-                   help=f"policy file instead of {config.DEFAULT_PATH} (conf.d is then not read)")
-    p.add_argument("--log-target", choices=["auto", "journal", "stderr"], default="auto")
-    p.add_argument("--log-level", choices=list(LEVELS), help="overrides daemon.log_level")
+    _global_options(p, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    r = sub.add_parser("run", help="run the daemon in the foreground")
+
+    def add(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    r = add("run", help="run the daemon in the foreground")
     r.add_argument("--watch-policy", action="store_true",
                    help="reload when the policy files change, checked at every resync (so within "
                         "resync_interval seconds): for a policy mounted from a Kubernetes ConfigMap")
-    a = sub.add_parser("apply", help="reconcile the links that exist now, once, then exit")
+    r = add("reload", help="validate the policy, have the running daemon reload it, wait for its answer")
+    r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the daemon's answer (default 60)")
+    a = add("apply", help="reconcile the links that exist now, once, then exit")
     a.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     a.add_argument("--json", action="store_true", help="machine-readable output")
-    s = sub.add_parser("status", help="each link, what is wanted and what it has")
+    s = add("status", help="each link, what is wanted and what it has")
     s.add_argument("--json", action="store_true")
     s.add_argument("--ready", action="store_true",
                    help="only: has a daemon in this network namespace finished its first reconcile? "
                         "(exit 0 if so, 1 if not; a readiness probe)")
-    c = sub.add_parser("check-config", help="validate a policy file (exit 0 when valid)")
+    c = add("check-config", help="validate a policy file (exit 0 when valid)")
     c.add_argument("file", nargs="?", help="the file to check (default: the policy in use)")
-    d = sub.add_parser("doctor", help="can wgnapid do its job here?")
+    d = add("doctor", help="can wgnapid do its job here?")
     d.add_argument("--json", action="store_true")
     return p
 
@@ -75,26 +94,42 @@ def _need_privileges() -> str | None:
 # -- commands -------------------------------------------------------------------
 
 
+def _print_warnings(policy: config.Policy) -> None:
+    for line in policy.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def cmd_check_config(args) -> int:
+    # The same load() as every other command: a file given here is checked
+    # exactly as `wgnapid --config FILE run` would check it.
     try:
-        if args.file:
-            config.read_file(args.file)
-            files = [args.file]
-        else:
-            files = list(config.load(args.config).files)
+        policy = config.load(args.file or args.config)
     except config.ConfigError as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
-        return EXIT_FAIL
-    print(f"policy OK: {', '.join(files)}")
+        return EXIT_CONFIG
+    _print_warnings(policy)
+    print(f"policy OK: {', '.join(policy.files)}")
     return EXIT_OK
 
 
-def cmd_run(args, policy: config.Policy) -> int:
+def cmd_reload(args, policy: config.Policy) -> int:
+    """ExecReload=: the policy was validated by the caller; now SIGHUP the daemon
+    and wait until its status document shows that reload's result."""
+    from wgnapid.reload import request_reload
+
+    ok, message = request_reload(timeout=args.timeout)
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+def cmd_run(args, policy: config.Policy, early: list[int]) -> int:
     from wgnapid.daemon import Daemon
 
     log = Log(args.log_target, args.log_level or policy.daemon.log_level)
-    return Daemon(policy, args.config, log, watch_policy=args.watch_policy).run()
+    for line in policy.warnings:
+        log.warning("config-warning", line)
+    return Daemon(policy, args.config, log, watch_policy=args.watch_policy).run(early=early)
 
 
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
@@ -191,7 +226,8 @@ def status_document(policy: config.Policy) -> dict:
             row["state"], row["reason"] = seen["state"], seen["reason"]
         if daemon and daemon.get("kernel_native") and st.kind == "wireguard" and st.wanted == "on":
             row["state"] = "native"
-        row["napi_threads"] = threads.count(st.name)
+        # None ("unknown") where kernel threads are invisible (own PID namespace).
+        row["napi_threads"] = threads.count(st.name) if threads.visible else None
         links.append(row)
         summary[row["state"]] = summary.get(row["state"], 0) + 1
     return {
@@ -233,32 +269,29 @@ def cmd_status(args, policy: config.Policy) -> int:
             continue
         now = "-" if row["current"] is None else str(row["current"])
         line = (f"{row['name']:<16} {row['ifindex']:>7} {row['kind'] or '-':<10} {row['rule']:<12} "
-                f"{row['wanted']:<6} {now:<3} {row['napi_threads']:>4}  {row['state']}")
+                f"{row['wanted']:<6} {now:<3} {_napi(row['napi_threads']):>4}  {row['state']}")
         if row["reason"]:
             line += f" ({row['reason']})"
         print(line)
     print(", ".join(f"{n} {s}" for s, n in sorted(doc["summary"].items())))
+    if any(row["napi_threads"] is None for row in doc["links"]):
+        print("NAPI ?: kernel threads are not visible here (a PID namespace of its own)")
     return EXIT_OK
 
 
-def _journald_reachable() -> bool:
-    if not journal_available():
-        return False
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(JOURNAL_SOCKET)
-        return True
-    except OSError:
-        return False
+def _napi(count: int | None) -> str:
+    return "?" if count is None else str(count)
 
 
 def cmd_doctor(args) -> int:
     from wgnapid.sysfs import ThreadedAttr
 
     problems: list[str] = []
+    warnings: list[str] = []
     try:
         policy = config.load(args.config)
         files = list(policy.files)
+        warnings = list(policy.warnings)
     except config.ConfigError as exc:
         problems.extend(exc.lines)
         policy, files = None, []
@@ -275,18 +308,35 @@ def cmd_doctor(args) -> int:
         problems.append(privilege_problem)
     doc_links: dict[str, int] = {}
     native = None
+    writable: dict[str, str | None] = {}
     if policy is not None and not privilege_problem and view_ok:
         status = status_document(policy)
         doc_links = status["summary"]
         native = status["kernel"]["native"]
         if doc_links.get("failed"):
             problems.append(f"{doc_links['failed']} link(s) failed; see `wgnapid status`")
+        # What `run` will need: write access to the attribute of every link the
+        # policy sets (lo stands for every virtual link), tested without writing.
+        names = ["lo"] + [l["name"] for l in status["links"] if l["wanted"] in ("on", "off")]
+        for name in dict.fromkeys(names):
+            why = sysfs.writable(name)
+            writable[name] = why
+            if why:
+                problems.append(f"{name}: cannot write threaded: {why}")
+    journald_problem = journald_reachable()
+    if journald_problem and os.path.exists(JOURNAL_SOCKET):
+        # A socket file nobody answers: journald crashed or was stopped (no
+        # socket file at all is a host without journald, and not a fault).
+        problems.append(f"journald is not reachable ({journald_problem}): logs go to stderr")
     guard = policy.daemon.kernel_guard if policy else None
     doc = {
         "version": __version__,
         "kernel": _kernel_doc(guard, verdict, native),
         "threaded_attribute": attr,
-        "journald": _journald_reachable(),
+        "sysfs_writable": {name: why is None for name, why in writable.items()},
+        "journald": journald_problem is None,
+        "journald_problem": journald_problem,
+        "warnings": warnings,
         "policy_files": files,
         "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin()},
         "links": doc_links,
@@ -304,8 +354,13 @@ def cmd_doctor(args) -> int:
             print(f"            guard strict: WireGuard links are held; opt in with {kernel.OPT_IN_LINE}")
         print(f"native:     {'yes' if native else 'no' if native is False else 'unknown (no daemon running)'}")
         print(f"threaded:   {'attribute present' if attr else 'attribute MISSING'}")
-        print(f"journald:   {'reachable' if doc['journald'] else 'not reachable (logging goes to stderr)'}")
+        if writable:
+            ro = [n for n, why in writable.items() if why]
+            print(f"writable:   {'yes' if not ro else 'NO for ' + ', '.join(ro)}")
+        print(f"journald:   {'reachable' if doc['journald'] else f'not reachable ({journald_problem}): logging goes to stderr'}")
         print(f"policy:     {', '.join(files) or 'INVALID'}")
+        for w in warnings:
+            print(f"WARNING:    {w}")
         print(f"privileges: root={doc['privileges']['root']} cap_net_admin={doc['privileges']['cap_net_admin']}")
         print(f"links:      {', '.join(f'{n} {s}' for s, n in sorted(doc_links.items())) or 'none'}")
         for p in problems:
@@ -314,35 +369,69 @@ def cmd_doctor(args) -> int:
     return EXIT_OK if doc["ok"] else EXIT_FAIL
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early: list[int] | None = None) -> int:
+    """The `wgnapid` command. ``early``: signals recorded by wgnapid.entry before
+    this module was imported (the console script's path)."""
     try:
-        return _main(argv)
+        return _main(argv, early if early is not None else [])
     except BrokenPipeError:
         # `wgnapid status | head`: the reader left; no traceback, and none at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAIL
 
 
-def _main(argv: list[str] | None) -> int:
+def _config_error(args, exc: config.ConfigError) -> int:
+    """A broken policy at start: each line at error priority with a MESSAGE_ID
+    (journald when reachable, per --log-target), exit EX_CONFIG."""
+    try:
+        log = Log(args.log_target, "error")
+    except RuntimeError:
+        log = Log("stderr", "error")
+    for line in exc.lines:
+        log.error("config-invalid", line)
+    return EXIT_CONFIG
+
+
+def _main(argv: list[str] | None, early: list[int]) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        from wgnapid.entry import restore_default_handlers
+
+        stop = restore_default_handlers()
+        if stop is not None:
+            return 128 + stop
     if args.command == "check-config":
         return cmd_check_config(args)
     if args.command == "doctor":
         return cmd_doctor(args)
     if args.command == "status" and args.ready:
         return cmd_ready(args)
+    if args.command == "reload":
+        # Validate first, exactly as the daemon will: a broken policy is refused
+        # here, so `systemctl reload` fails and the daemon is not even asked.
+        try:
+            policy = config.load(args.config)
+        except config.ConfigError as exc:
+            for line in exc.lines:
+                print(f"wgnapid: {line}", file=sys.stderr)
+            return EXIT_CONFIG
+        _print_warnings(policy)
+        return cmd_reload(args, policy)
     problem = _need_privileges()
     if problem:
         return _fail(problem)
     try:
         policy = config.load(args.config)
     except config.ConfigError as exc:
+        if args.command == "run":
+            return _config_error(args, exc)
         for line in exc.lines:
             print(f"wgnapid: {line}", file=sys.stderr)
-        return EXIT_FAIL
+        return EXIT_CONFIG
     try:
         if args.command == "run":
-            return cmd_run(args, policy)
+            return cmd_run(args, policy, early)
+        _print_warnings(policy)
         if args.command == "apply":
             return cmd_apply(args, policy)
         return cmd_status(args, policy)

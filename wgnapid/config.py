@@ -34,8 +34,14 @@ interfaces = ["*"]
 threaded = "on"
 """
 
-# strict float still takes TOML integers.
-Seconds = Annotated[float, Field(gt=0, le=86400)]
+# strict float still takes TOML integers. nan and inf are refused as such
+# ("Input should be a finite number"), not with a misleading bound message.
+# The lower bounds keep the loop from burning a core: the retry timer of a
+# waiting link fires about every 0.9 * pending_max_delay, and a full re-list
+# of every link runs every resync_interval.
+PENDING_MAX_DELAY_MIN = 0.1  # seconds
+RESYNC_INTERVAL_MIN = 1.0  # seconds
+Seconds = Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)]
 
 
 class _Strict(BaseModel):
@@ -44,18 +50,75 @@ class _Strict(BaseModel):
 
 
 class DaemonConfig(_Strict):
-    source: Literal["netlink", "udev"] = "netlink"
-    resync_interval: Seconds = 30
-    pending_max_delay: Seconds = 2
-    log_level: Literal["debug", "info", "notice", "warning", "error"] = "info"
-    kernel_guard: Literal["strict", "warn", "off"] = "strict"
+    """How the daemon runs: where events come from, how often it re-reads, what it logs.
+    Later files (conf.d snippets) override single keys."""
+
+    source: Literal["netlink", "udev"] = Field(
+        "netlink",
+        description="Where link events come from: rtnetlink (netlink) or kernel uevents "
+        "through libudev (udev). Events only say when to look; values are always read "
+        "back from sysfs.",
+    )
+    resync_interval: Seconds = Field(
+        30,
+        json_schema_extra={"minimum": RESYNC_INTERVAL_MIN},  # checked by _resync_floor
+        description="Seconds between full re-reads of every matched link; re-asserts a "
+        "threaded flag that was cleared without an event.",
+    )
+    pending_max_delay: Seconds = Field(
+        2,
+        json_schema_extra={"minimum": PENDING_MAX_DELAY_MIN},  # checked by _pending_floor
+        description="Longest wait, in seconds, between retries of a link that cannot be "
+        "set yet (a WireGuard link before its first peer: adding a peer emits no event).",
+    )
+    log_level: Literal["debug", "info", "notice", "warning", "error"] = Field(
+        "info", description="Lowest priority logged; --log-level overrides it."
+    )
+    kernel_guard: Literal["strict", "warn", "off"] = Field(
+        "strict",
+        description="On kernels older than 6.10 (threaded NAPI on WireGuard can stall "
+        "receive for good, CVE-2026-52945): strict holds WireGuard links, warn enables "
+        "them with a warning, off does not check.",
+    )
+
+    @field_validator("resync_interval")
+    @classmethod
+    def _resync_floor(cls, value: float) -> float:
+        if value < RESYNC_INTERVAL_MIN:
+            raise ValueError(f"must be at least {RESYNC_INTERVAL_MIN:g} s (every link is re-read this often)")
+        return value
+
+    @field_validator("pending_max_delay")
+    @classmethod
+    def _pending_floor(cls, value: float) -> float:
+        if value < PENDING_MAX_DELAY_MIN:
+            raise ValueError(f"must be at least {PENDING_MAX_DELAY_MIN:g} s (a waiting link is retried "
+                             "this often; less would keep a core busy)")
+        return value
 
 
 class Rule(_Strict):
-    name: str = Field(min_length=1)
-    kinds: list[str] = Field(default=["*"], min_length=1)
-    interfaces: list[str] = Field(default=["*"], min_length=1)
-    threaded: Literal["on", "off", "ignore"]
+    """One rule: which links it matches and what they get. Rules are tried in
+    order; the first that matches a link decides, and a link no rule matches is
+    left alone. Files append their rules."""
+
+    name: str = Field(
+        min_length=1, description="Unique name, used in logs (WGNAPID_RULE=) and status."
+    )
+    kinds: list[str] = Field(
+        default=["*"],
+        min_length=1,
+        description='IFLA_INFO_KIND values to match (e.g. "wireguard", "veth"); "*" matches any kind.',
+    )
+    interfaces: list[str] = Field(
+        default=["*"],
+        min_length=1,
+        description="Shell globs on the interface name (case-sensitive).",
+    )
+    threaded: Literal["on", "off", "ignore"] = Field(
+        description="What matched links get: on writes 1 to /sys/class/net/<dev>/threaded, "
+        "off writes 0, ignore leaves them alone (shown in status)."
+    )
 
     @field_validator("kinds", "interfaces")
     @classmethod
@@ -77,6 +140,9 @@ class Policy(BaseModel):
     daemon: DaemonConfig
     rules: tuple[Rule, ...]
     files: tuple[str, ...]
+    # One line each (file, rule, key, what is doubtful): accepted, but a rule
+    # that can never match as written. Every entry point shows them.
+    warnings: tuple[str, ...] = ()
 
 
 class ConfigError(Exception):
@@ -105,6 +171,8 @@ def _errors(path: str, exc: ValidationError, data: dict) -> list[str]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error" and err.get("ctx", {}).get("error"):
+            msg = str(err["ctx"]["error"])  # without pydantic's "Value error, " prefix
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             rules = data.get("rules")
             if isinstance(rules, list) and loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
@@ -116,6 +184,9 @@ def _errors(path: str, exc: ValidationError, data: dict) -> list[str]:
 
 
 def parse_file(path: str, text: str) -> PolicyFile:
+    # A UTF-8 byte-order mark (Windows editors) is not TOML; strip it as other
+    # TOML tools do rather than report a syntax error at line 1, column 1.
+    text = text.removeprefix("\ufeff")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -138,6 +209,52 @@ def read_file(path: str) -> PolicyFile:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 at byte {exc.start}"]) from None
     return parse_file(path, text)
+
+
+# Kernel rule for link names (dev_valid_name, KERNEL-FACTS.md "Link names").
+IFNAMSIZ_BYTES = 15
+_NEVER_IN_IFNAME = ("/", ":")
+
+
+def _glob_literals(pattern: str) -> tuple[int, str]:
+    """(fewest bytes a name matching the fnmatch ``pattern`` has, its literal characters)."""
+    least, literals, i = 0, "", 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            i += 1
+        elif ch == "?":
+            least, i = least + 1, i + 1
+        elif ch == "[" and (end := pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("!", "]") else i + 1)) != -1:
+            least, i = least + 1, end + 1  # one character from a set (fnmatch's rules)
+        else:
+            least, literals, i = least + len(ch.encode()), literals + ch, i + 1
+    return least, literals
+
+
+def rule_warnings(path: str, index: int, rule: Rule) -> list[str]:
+    """Lines for patterns of ``rule`` that can never match a link.
+
+    IFLA_INFO_KIND values are lowercase ("wireguard", "veth"); a link name is
+    1-15 bytes without "/", ":" or whitespace (KERNEL-FACTS.md, "Link names").
+    """
+    where = f'{path}: rules[{index}]'
+    named = f' (rule "{rule.name}")'
+    out = []
+    for j, kind in enumerate(rule.kinds):
+        if kind != "*" and kind != kind.lower():
+            out.append(f'{where}.kinds[{j}]{named}: "{kind}" never matches: IFLA_INFO_KIND values '
+                       f'are lowercase (did you mean "{kind.lower()}"?)')
+    for j, pattern in enumerate(rule.interfaces):
+        least, literals = _glob_literals(pattern)
+        bad = [c for c in literals if c in _NEVER_IN_IFNAME or c.isspace()]
+        if bad:
+            out.append(f'{where}.interfaces[{j}]{named}: "{pattern}" never matches: link names '
+                       f'never contain {bad[0]!r}')
+        elif least > IFNAMSIZ_BYTES:
+            out.append(f'{where}.interfaces[{j}]{named}: "{pattern}" never matches: it needs at '
+                       f'least {least} bytes and link names have at most {IFNAMSIZ_BYTES}')
+    return out
 
 
 def policy_paths(config: str | None) -> tuple[str | None, list[str]]:
@@ -172,10 +289,12 @@ def load(config: str | None = None) -> Policy:
 
     daemon: dict = {}
     rules: list[Rule] = []
+    warnings: list[str] = []
     seen: dict[str, str] = {}
     for path, part in parts:
         daemon.update({k: getattr(part.daemon, k) for k in part.daemon.model_fields_set})
         for i, rule in enumerate(part.rules):
+            warnings += rule_warnings(path, i, rule)
             if rule.name in seen:
                 errors.append(
                     f'{path}: rules[{i}].name: duplicate rule name "{rule.name}" '
@@ -189,4 +308,5 @@ def load(config: str | None = None) -> Policy:
         daemon=DaemonConfig(**daemon),
         rules=tuple(rules),
         files=tuple(path for path, _ in parts),
+        warnings=tuple(warnings),
     )

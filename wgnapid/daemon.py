@@ -77,6 +77,11 @@ class Daemon:
         self._next_watchdog = 0.0
         # --watch-policy: reload when the policy files change, checked at each resync.
         self.watch = PolicyWatch(config_path) if watch_policy else None
+        # Reloads done (applied or refused) and the last one's result: `wgnapid
+        # reload` waits for the generation to move on in the status document.
+        self._reloads = 0
+        self._reload_ok: bool | None = None
+        self._reload_error = ""
 
     # -- set-up -------------------------------------------------------------
 
@@ -160,13 +165,18 @@ class Daemon:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         if self.watch:
             self.watch.changed()  # what is read now is what the watch compares with next
+        self._reloads += 1
         try:
             policy = config.load(self.config_path)
         except config.ConfigError as exc:
             for line in exc.lines:
                 self.log.error("reload-failed", f"reload failed, keeping the running policy: {line}")
+            self._reload_ok, self._reload_error = False, "; ".join(exc.lines)
+            self._publish(force=True)
             notify("READY=1")
             return
+        for line in policy.warnings:
+            self.log.warning("config-warning", line)
         old_source = self.policy.daemon.source
         self.policy = policy
         self.rec.set_policy(policy)
@@ -178,6 +188,8 @@ class Daemon:
         self._guard_warning()
         self.resync("reload")
         self._say_summary("reload")
+        self._reload_ok, self._reload_error = True, ""
+        self._publish(force=True)
         notify("READY=1")
 
     def _guard_warning(self) -> None:
@@ -206,6 +218,7 @@ class Daemon:
                 "resyncs": self.rec.stats.resyncs,
                 "overflows": self.rec.stats.overflows,
             },
+            "reload": {"generation": self._reloads, "ok": self._reload_ok, "error": self._reload_error},
             "summary": self.rec.summary(),
             "links": [st.as_dict() for st in self.rec.links.values()],
         }
@@ -248,6 +261,8 @@ class Daemon:
     # -- the loop -------------------------------------------------------------
 
     def _timeout(self) -> float | None:
+        if self._reload or self._stop:
+            return 0.0  # asked for before the loop began (during start-up)
         now = time.monotonic()
         deadlines = [self._next_resync]
         if (retry := self.rec.next_retry()) is not None:
@@ -258,8 +273,19 @@ class Daemon:
             deadlines.append(self._next_watchdog)
         return max(0.0, min(deadlines) - now)
 
-    def run(self) -> int:
+    def run(self, early: list[int] | None = None) -> int:
+        """The loop until SIGTERM/SIGINT; returns the exit status. ``early``: signals
+        recorded before this (wgnapid.entry): a SIGTERM/SIGINT ends the start-up at
+        once, a SIGHUP is a reload done right after READY=1."""
         self._signals()
+        for signum in early or ():
+            if signum == signal.SIGHUP:
+                self._reload = True
+            else:
+                self._stop = signal.Signals(signum).name
+        if self._stop:
+            self.rec.close()
+            return 0
         self.sel.register(self.rec.completions, selectors.EVENT_READ)
         self._open_source()  # subscribe before listing, so nothing falls between
         self.log.info(

@@ -50,17 +50,40 @@ PERMISSION_HINT = (
     "root-owned sysfs: run as root (or grant CAP_DAC_OVERRIDE)"
 )
 
+# Root without CAP_NET_ADMIN (a unit's CapabilityBoundingSet=, a container).
+ROOT_PERMISSION_HINT = (
+    "needs CAP_NET_ADMIN in the link's network namespace (missing from this "
+    "process's capabilities: CapabilityBoundingSet=, or a container's limits)"
+)
+
 _GONE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.EINVAL, errno.ENXIO}
 
 
-def _classify(exc: OSError, action: str) -> Result:
+def read_only_hint(device_dir: str) -> str:
+    """Why a write got EROFS, naming the mount and the systemd setting that opens it.
+
+    ``device_dir``: the link's directory in sysfs with symlinks resolved
+    (/sys/devices/.../net/DEV), the path a drop-in must name.
+    """
+    return (
+        f"{device_dir} is on a read-only mount (under systemd: ProtectKernelTunables= makes "
+        f"/sys read-only; the unit opens only /sys/devices/virtual/net, so add "
+        f"ReadWritePaths={os.path.dirname(device_dir)} in a drop-in)"
+    )
+
+
+def _classify(exc: OSError, action: str, device_dir: str | None = None) -> Result:
     err = exc.errno
     if err == errno.EOPNOTSUPP:
         return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
     if err in _GONE_ERRNOS:
         return Result(Outcome.GONE, detail=f"{action}: {os.strerror(err)}")
-    if err in (errno.EPERM, errno.EACCES, errno.EROFS):
-        return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}; {PERMISSION_HINT}")
+    if err == errno.EROFS:
+        where = read_only_hint(device_dir) if device_dir else "sysfs is mounted read-only here"
+        return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}: {where}")
+    if err in (errno.EPERM, errno.EACCES):
+        hint = ROOT_PERMISSION_HINT if os.geteuid() == 0 else PERMISSION_HINT
+        return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}; {hint}")
     return Result(Outcome.ERROR, detail=f"{action}: {exc.strerror or exc}")
 
 
@@ -84,6 +107,28 @@ class ThreadedAttr:
             raise ValueError(f"invalid interface name {ifname!r}")
         return f"{self.root}/{ifname}/threaded"
 
+    def device_dir(self, ifname: str) -> str:
+        """The link's sysfs directory with symlinks resolved (/sys/devices/.../net/DEV)."""
+        return os.path.realpath(f"{self.root}/{ifname}")
+
+    def writable(self, ifname: str) -> str | None:
+        """None when this process may write the link's `threaded`, else why not.
+
+        Changes nothing: statvfs() for a read-only mount (ST_RDONLY: the
+        per-mount flag systemd's ProtectKernelTunables= sets), then access(W_OK)
+        with the effective ids for the file's permission bits. CAP_NET_ADMIN,
+        checked by the kernel on the write itself, is the privileges check's.
+        """
+        try:
+            path = self.path(ifname)
+            if os.statvfs(os.path.dirname(path)).f_flag & os.ST_RDONLY:
+                return f"Read-only file system: {read_only_hint(self.device_dir(ifname))}"
+            if not os.access(path, os.W_OK, effective_ids=True):
+                return f"no write permission on {path}; {PERMISSION_HINT}"
+        except (OSError, ValueError) as exc:
+            return str(exc)
+        return None
+
     def supported(self) -> bool:
         """Whether this kernel has the attribute at all (5.12+): look at `lo`."""
         return os.path.exists(f"{self.root}/lo/threaded")
@@ -106,7 +151,7 @@ class ThreadedAttr:
                         raise
             return Opened(ifname, os.open(path, os.O_RDONLY | os.O_CLOEXEC), False)
         except OSError as exc:
-            return _classify(exc, "open")
+            return _classify(exc, "open", self._device_dir_or_none(ifname, exc))
 
     def read_opened(self, op: Opened) -> Result:
         try:
@@ -127,7 +172,7 @@ class ThreadedAttr:
             # Opened read-only: this open fails with the reason (EACCES, EROFS...).
             fd = op.fd if op.writable else os.open(self.path(op.ifname), os.O_WRONLY | os.O_CLOEXEC)
         except OSError as exc:
-            return _classify(exc, "open for write")
+            return _classify(exc, "open for write", self._device_dir_or_none(op.ifname, exc))
         try:
             # One write: a write racing device removal can return 0 bytes
             # instead of failing, so anything short is a failure.
@@ -143,6 +188,10 @@ class ThreadedAttr:
 
     def close(self, op: Opened) -> None:
         os.close(op.fd)
+
+    def _device_dir_or_none(self, ifname: str, exc: OSError) -> str | None:
+        # Only an EROFS message names the directory: resolve it only then.
+        return self.device_dir(ifname) if exc.errno == errno.EROFS else None
 
     def shows(self, names: list[str]) -> bool:
         """Whether this sysfs shows these links (rtnetlink's view of our namespace).
@@ -190,6 +239,10 @@ class NapiThreads:
 
     def __init__(self) -> None:
         self._comms: dict[str, int] = {}
+        # In a PID namespace of its own (a container, systemd's guest) no kernel
+        # thread is visible: PID 2 is then not kthreadd (PPid 0). Counts would
+        # say 0 where the truth is unknown.
+        self.visible = self._kthreadd_visible()
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -215,6 +268,16 @@ class NapiThreads:
                 suffix = comm[k + 1 :]
                 if ch == "-" and (suffix.isdigit() or (not suffix and len(comm) == self.COMM_LEN)):
                     self._by_dev[comm[5:k]] = self._by_dev.get(comm[5:k], 0) + n
+
+    @staticmethod
+    def _kthreadd_visible() -> bool:
+        try:
+            with open("/proc/2/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return False
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        return stat[stat.find(b"(") + 1 : stat.rfind(b")")] == b"kthreadd" and fields[1:2] == [b"0"]
 
     def count(self, ifname: str) -> int:
         prefix = f"napi/{ifname}-"

@@ -219,8 +219,13 @@ class Daemon:
     RUNTIME_DIRECTORY and log file."""
 
     def __init__(self, ns: Netns, policy: Path, workdir: Path, *, log_target: str = "stderr",
-                 log_level: str | None = None, run_args: tuple[str, ...] = ()):
+                 log_level: str | None = None, prefix: list[str] | None = None,
+                 run_args: tuple[str, ...] = ()):
         self.ns = ns
+        # A command the daemon runs under inside the namespace; it must exec its
+        # arguments (e.g. `unshare --mount sh -c '...; exec "$@"' sh`), so that
+        # self.pid stays the daemon's.
+        self.prefix = list(prefix or [])
         self.policy = policy
         self.workdir = workdir
         self.log_target = log_target
@@ -258,7 +263,7 @@ class Daemon:
             log.write(f"--- start {self.runs}\n")
             log.flush()
             # ip netns exec execs the command: self.proc.pid is the daemon's pid.
-            self.proc = subprocess.Popen(self.ns.exec_argv(*argv), env=self.env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(self.ns.exec_argv(*self.prefix, *argv), env=self.env, stdout=log, stderr=log)
         if wait_ready:
             self.wait_ready()
         return self

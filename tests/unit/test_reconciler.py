@@ -205,12 +205,14 @@ def test_retry_is_not_made_before_it_is_due(fakesys, attr, rlog, clock):
 def test_cap_below_the_first_delay(fakesys, attr, rlog, clock):
     fakesys.add("wg0", "0\n")
     attr.unsettable.add("wg0")
-    rec = make(attr, rlog, clock, pending_max_delay=0.05)
+    # 0.1 s is the lowest pending_max_delay the policy accepts; its cap (0.09 s)
+    # is below the first retry delay (0.1 s).
+    rec = make(attr, rlog, clock, pending_max_delay=0.1)
     rec.observe(WG)
-    assert rec.next_retry() - clock.t == pytest.approx(0.045)
+    assert rec.next_retry() - clock.t == pytest.approx(0.09)
     clock.t = rec.next_retry()
     rec.retry_due()
-    assert rec.next_retry() - clock.t == pytest.approx(0.045)
+    assert rec.next_retry() - clock.t == pytest.approx(0.09)
 
 
 def test_becoming_settable_is_threaded_on_the_next_retry(fakesys, attr, rlog, clock):

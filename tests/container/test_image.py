@@ -43,9 +43,28 @@ pytestmark = pytest.mark.container
 
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 MANIFEST = TOP / "deploy" / "kubernetes" / "wgnapid.yaml"
-# Explicit, as a node's container runtime sets them (podman would otherwise
-# copy this machine's limits); nproc counts every uid-0 task on the host.
-ULIMITS = ["--ulimit", "nofile=1048576:1048576", "--ulimit", "nproc=65536:65536"]
+
+
+def _ulimits() -> list[str]:
+    """Explicit limits, as a node's container runtime sets them. podman's own
+    defaults (nofile 1048576) exceed this machine's hard limits, and a
+    container without CAP_SYS_RESOURCE cannot set a limit above the one it
+    inherits (runc fails with EPERM; seen here for nofile above 20000 and
+    nproc above 32768). So: this process's hard nofile (at most 1048576), and
+    nproc up to kernel.pid_max (no more tasks can exist anyway). nproc counts
+    every task of uid 0 on the host."""
+    import resource
+
+    def hard(res: int, most: int) -> int:
+        h = resource.getrlimit(res)[1]
+        return most if h == resource.RLIM_INFINITY else min(most, h)
+
+    nofile = hard(resource.RLIMIT_NOFILE, 1048576)
+    nproc = hard(resource.RLIMIT_NPROC, int(Path("/proc/sys/kernel/pid_max").read_text()))
+    return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
+
+
+ULIMITS = _ulimits()
 READY_TIMEOUT = 120.0  # python start-up and the first reconcile, on 2 loaded CPUs
 
 
@@ -184,7 +203,7 @@ OFF_VETH = (("tuns", ["tun"], ["tt*"], "on"), ("veths", ["veth"], ["va*"], "off"
 
 
 def test_image_holds_only_debian_packages(image):
-    r = podman("run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", image, "-c",
+    r = podman("run", "--rm", *ULIMITS, "--network", "none", "--entrypoint", "/bin/sh", image, "-c",
                "dpkg-query -W -f '${Package} ${Version}\\n' wgnapid python3-pydantic python3-pyroute2 "
                "python3-pyudev python3-systemd; "
                "ls /usr/local/lib/python3*/dist-packages 2>/dev/null | wc -l; "
@@ -255,11 +274,17 @@ def test_runs_as_the_daemonset_threads_reloads_and_stops(image, node, tmp_path):
         assert ready()
 
         # SIGTERM (what the kubelet sends) ends it cleanly.
-        t_term = time.monotonic()
+        t_term, wall_term = time.monotonic(), time.time()
         podman("kill", "--signal", "TERM", name)
         rc = podman("wait", name, timeout=60).stdout.strip()
         took = time.monotonic() - t_term
-        print(f"exited {rc} {took:.2f} s after SIGTERM (podman kill + podman wait)")
+        finished = podman("inspect", "--format", "{{.State.FinishedAt.Unix}}.{{.State.FinishedAt.Nanosecond}}",
+                          name, check=False).stdout.strip()
+        own = ""
+        if re.fullmatch(r"\d+\.\d+", finished):
+            sec, ns_ = finished.split(".")
+            own = f"; the container ended {int(sec) + int(ns_) / 1e9 - wall_term:.2f} s after `podman kill` began"
+        print(f"exited {rc} {took:.2f} s after SIGTERM (podman kill + podman wait){own}")
         assert rc == "0", logs()
         text = logs()
         assert re.search(r"^wgnapid: info: wgnapid stopping \(SIGTERM\)$", text, re.M), text

@@ -131,3 +131,17 @@ def test_the_namespaces_all_variant_differs_only_where_it_must():
     if "namespaces" not in config.DaemonConfig.model_fields:
         pytest.skip('daemon.namespaces (issue 10) is not in this tree: the variant\'s policy is not checked')
     config.parse_file("ConfigMap wgnapid/wgnapid.toml (namespaces all)", text)
+
+
+def test_the_readme_deploys_what_is_tested():
+    """The README's deploy steps name the files and the build the tests use."""
+    readme = (TOP / "README.md").read_text()
+    for path in (BASE, ALL):
+        assert f"deploy/kubernetes/{path.name}" in readme
+    assert "kubectl apply -f deploy/kubernetes/wgnapid.yaml" in readme
+    assert "./dev image" in readme
+    dev = (TOP / "dev").read_text()
+    assert re.search(r"^\s+image\)\n[^\n]*\n[^\n]*deploy/container/build_image\.py", dev, re.M), "`./dev image` runs build_image.py"
+    assert "kubectl -n kube-system exec ds/wgnapid -- wgnapid status" in readme
+    ns = by_kind(BASE)["DaemonSet"]["metadata"]["namespace"]
+    assert ns == "kube-system" and by_kind(BASE)["ConfigMap"]["metadata"]["namespace"] == ns

@@ -142,14 +142,14 @@ def test_check_config_good_and_broken(netns, tmp_path):
         bad = tmp_path / f"bad-{what.replace(' ', '-')}.toml"
         bad.write_text(text)
         res = netns.run(WGNAPID, "check-config", bad, check=False)
-        assert res.returncode == 1, (what, res)
+        assert res.returncode == 78, (what, res)  # EX_CONFIG
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1, (what, res.stderr)
         assert lines[0].startswith(f"{bad}: ") and key in lines[0], (what, lines[0])
         assert "Traceback" not in res.stderr and not res.stdout.strip()
     # The same file through --config: `run` refuses it with the same line.
     res = run_cli(netns, tmp_path / "bad-bad-value.toml", "--log-target", "stderr", "run")
-    assert res.returncode == 1 and "rules[0].threaded" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 78 and "rules[0].threaded" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_non_root_gets_one_clear_line(netns, tmp_path):

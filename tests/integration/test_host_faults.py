@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import time
 
 from wgtest import WGNAPID, wait_until, write_policy
@@ -190,3 +192,43 @@ def test_status_napi_threads_unknown_in_own_pid_namespace(netns, tmp_path):
     assert row["napi_threads"] is None, row
     text = netns.run("unshare", "--pid", "--fork", "--mount-proc", WGNAPID, "--config", policy, "status").stdout
     assert "kernel threads are not visible here" in text, text
+
+
+# -- wgnapid reload (the unit's ExecReload=) ---------------------------------------------
+
+
+def test_reload_command_returns_once_the_daemon_reloaded(netns, daemon_factory, tmp_path):
+    policy = write_policy(tmp_path / "p.toml", resync_interval=30)
+    netns.veth("va0", "vb0")
+    netns.make_settable("va0")
+    d = daemon_factory(policy).start()
+    assert netns.threaded("va0") == 1
+    write_policy(policy, resync_interval=30, rules=[("veths", ["veth"], ["va*"], "off")])
+    res = d.cli("reload")
+    assert res.returncode == 0, res.stderr
+    # No waiting: the command returned after the daemon applied the policy.
+    assert netns.threaded("va0") == 0
+    assert d.status_file()["reload"] == {"generation": 1, "ok": True, "error": ""}
+
+    # Broken: refused before the daemon is asked (EX_CONFIG), which keeps running as it was.
+    (tmp_path / "p.toml").write_text('[daemon]\nresync_interval = "soon"\n')
+    res = d.cli("reload")
+    assert res.returncode == 78 and "daemon.resync_interval" in res.stderr, res
+    assert d.status_file()["reload"]["generation"] == 1 and d.alive()
+
+
+def test_reload_command_reports_a_refusal_by_the_daemon(netns, daemon_factory, tmp_path):
+    # The daemon's own check (the file changed after `wgnapid reload` checked it):
+    # request_reload() is the part of the command after validation.
+    policy = write_policy(tmp_path / "p.toml", resync_interval=30)
+    d = daemon_factory(policy).start()
+    policy.write_text('[[rules]]\nname = "x"\nthreaded = "sometimes"\n')
+    code = ("import sys; from wgnapid.reload import request_reload; ok, msg = request_reload(30); "
+            "print(msg); sys.exit(0 if ok else 1)")
+    res = netns.run(sys.executable, "-c", code, check=False,
+                    env={**os.environ, "RUNTIME_DIRECTORY": str(d.runtime_dir)})
+    assert res.returncode == 1, res
+    assert "refused" in res.stdout and "rules[0].threaded" in res.stdout, res.stdout
+    assert d.alive()
+    doc = d.status_file()
+    assert doc["reload"]["generation"] == 1 and doc["reload"]["ok"] is False

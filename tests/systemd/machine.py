@@ -135,15 +135,15 @@ def cgroup2_root() -> str:
     raise RuntimeError("no cgroup2 hierarchy mounted (need /sys/fs/cgroup/unified or unified /sys/fs/cgroup)")
 
 
-def problem() -> str | None:
-    """Why a Machine cannot boot here (None when it can): for skip reasons."""
+def problem(lower: str = "/") -> str | None:
+    """Why a Machine over ``lower`` cannot boot here (None when it can): for skip reasons."""
     if os.geteuid() != 0:
         return "a systemd machine needs root"
     for tool in ("unshare", "nsenter", "pivot_root", "mknod"):
         if not any(os.access(os.path.join(d, tool), os.X_OK) for d in PATH.split(":")):
             return f"a systemd machine needs `{tool}` (util-linux/coreutils)"
-    if not os.path.exists("/lib/systemd/systemd"):
-        return "/lib/systemd/systemd is missing (Debian package: systemd)"
+    if not os.path.exists(os.path.join(lower, "lib/systemd/systemd")):
+        return f"{os.path.join(lower, 'lib/systemd/systemd')} is missing (Debian package: systemd)"
     try:
         cgroup2_root()
     except RuntimeError as exc:

@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, **kw) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kw)
 
-    add("run", help="run the daemon in the foreground")
+    r = add("run", help="run the daemon in the foreground")
+    r.add_argument("--watch-policy", action="store_true",
+                   help="reload when the policy files change, checked at every resync (so within "
+                        "resync_interval seconds): for a policy mounted from a Kubernetes ConfigMap")
     r = add("reload", help="validate the policy, have the running daemon reload it, wait for its answer")
     r.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                    help="how long to wait for the daemon's answer (default 60)")
@@ -56,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
                    help="with --watch: seconds between refreshes (default 1)")
     s.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
+    s.add_argument("--ready", action="store_true",
+                   help="only: has a daemon in this network namespace finished its first reconcile? "
+                        "(exit 0 if so, 1 if not; a readiness probe)")
     c = add("check-config", help="validate a policy file (exit 0 when valid)")
     c.add_argument("file", nargs="?", help="the file to check (default: the policy in use)")
     d = add("doctor", help="can wgnapid do its job here?")
@@ -129,7 +135,7 @@ def cmd_run(args, policy: config.Policy, early: list[int]) -> int:
     for line in policy.warnings:
         log.warning("config-warning", line)
     try:
-        daemon = Daemon(policy, args.config, log)
+        daemon = Daemon(policy, args.config, log, watch_policy=args.watch_policy)
     except OSError as exc:  # no sysfs, no netlink: one line
         return _fail(f"cannot watch this network namespace: {exc.filename or ''}"
                      f"{': ' if exc.filename else ''}{exc.strerror or exc}")
@@ -210,6 +216,20 @@ def _daemon_status(netns: int) -> dict | None:
         if netns in (doc.get("covers") or [doc.get("netns")]):
             return doc
     return None
+
+
+def cmd_ready(args) -> int:
+    """`status --ready`: the daemon publishes its status file after its first
+    reconcile (just before READY=1), so a file whose daemon is alive means ready."""
+    from wgnapid.netns import NsId
+
+    daemon = _daemon_status(NsId.of().ino)
+    if daemon is None:
+        print("not ready: no wgnapid daemon has finished its first reconcile here", file=sys.stderr)
+        return EXIT_FAIL
+    summary = ", ".join(f"{n} {s}" for s, n in sorted((daemon.get("summary") or {}).items()))
+    print(f"ready: daemon pid {daemon['pid']}, {summary or 'no matched links'}")
+    return EXIT_OK
 
 
 def status_document(policy: config.Policy) -> dict:
@@ -460,6 +480,8 @@ def _main(argv: list[str] | None, early: list[int]) -> int:
         return cmd_check_config(args)
     if args.command == "doctor":
         return cmd_doctor(args)
+    if args.command == "status" and args.ready:
+        return cmd_ready(args)
     if args.command == "reload":
         # Validate first, exactly as the daemon will: a broken policy is refused
         # here, so `systemctl reload` fails and the daemon is not even asked.

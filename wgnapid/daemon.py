@@ -14,7 +14,9 @@ from wgnapid import __version__, config, kernel, placement
 from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
+from wgnapid.policywatch import PolicyWatch
 from wgnapid.reconciler import Reconciler
+from wgnapid.summary import pass_summary
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
 DEFAULT_RUNTIME_DIR = "/run/wgnapid"
@@ -97,7 +99,8 @@ def _watchdog_interval() -> float | None:
 
 
 class Daemon:
-    def __init__(self, policy: config.Policy, config_path: str | None, log: Log):
+    def __init__(self, policy: config.Policy, config_path: str | None, log: Log, *,
+                 watch_policy: bool = False):
         self.policy = policy
         self.config_path = config_path
         self.log = log
@@ -108,7 +111,7 @@ class Daemon:
         self.source = None
         self.sel = selectors.DefaultSelector()
         self.started = time.time()
-        self._stop = False
+        self._stop = ""  # the name of the signal that stops the loop
         self._reload = False
         self._published = -1  # reconciler generation last published
         self._status_written = 0.0
@@ -117,6 +120,8 @@ class Daemon:
         self._next_resync = 0.0
         self._watchdog = _watchdog_interval()
         self._next_watchdog = 0.0
+        # --watch-policy: reload when the policy files change, checked at each resync.
+        self.watch = PolicyWatch(config_path) if watch_policy else None
         # Reloads done (applied or refused) and the last one's result: `wgnapid
         # reload` waits for the generation to move on in the status document.
         self._reloads = 0
@@ -143,7 +148,7 @@ class Daemon:
         self.sel.register(rfd, selectors.EVENT_READ)
 
         def stop(signum, frame):
-            self._stop = True
+            self._stop = signal.Signals(signum).name
 
         def reload(signum, frame):
             self._reload = True
@@ -224,6 +229,8 @@ class Daemon:
 
     def _reload_policy(self) -> None:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        if self.watch:
+            self.watch.changed()  # what is read now is what the watch compares with next
         self._reloads += 1
         try:
             policy = config.load(self.config_path)
@@ -246,6 +253,7 @@ class Daemon:
         self._published = -1  # the source and policy files are news even if no link changes
         self._guard_warning()
         self.resync("reload")
+        self._say_summary("reload")
         self._reload_ok, self._reload_error = True, ""
         self._publish(force=True)
         notify("READY=1")
@@ -254,6 +262,10 @@ class Daemon:
         warning = kernel.guard_warning(self.policy.daemon.kernel_guard, self.verdict)
         if warning:
             self.log.warning("kernel-guard", warning, wgnapid_kernel=self.verdict.release)
+
+    def _say_summary(self, when: str) -> None:
+        kind, priority, message = pass_summary(self.rec.links.values(), self.policy, when)
+        self.log.event(kind, priority, message)
 
     # -- status -------------------------------------------------------------
 
@@ -386,7 +398,7 @@ class Daemon:
             if signum == signal.SIGHUP:
                 self._reload = True
             else:
-                self._stop = True
+                self._stop = signal.Signals(signum).name
         if self._stop:
             self.rec.close()
             return 0
@@ -399,6 +411,7 @@ class Daemon:
         )
         self._guard_warning()
         self.resync("start-up")
+        self._say_summary("start-up")
         self._publish(force=True)
         notify("READY=1")
         try:
@@ -424,7 +437,11 @@ class Daemon:
                 self.rec.retry_due(wait=False)
                 now = time.monotonic()
                 if now >= self._next_resync:
-                    self.resync("periodic")
+                    if self.watch and self.watch.changed():
+                        self.log.info("policy-changed", "the policy files changed; reloading")
+                        self._reload_policy()
+                    else:
+                        self.resync("periodic")
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog
@@ -435,7 +452,7 @@ class Daemon:
             if self.steer is not None:
                 self.steer.close()
             self.rec.close()
-            self.log.info("stopping", "wgnapid stopping")
+            self.log.info("stopping", f"wgnapid stopping ({self._stop or 'error'})")
             self._remove_status()
             self.ns.close()
         return 0

@@ -53,6 +53,11 @@ MESSAGE_IDS = {
     "link-gone": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7716",
     "link-ignored": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7717",
     "link-unmatched": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7718",
+    # what a full pass (start-up, reload) found and did (wgnapid/summary.py)
+    "pass-summary": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7780",
+    "nothing-to-do": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7781",
+    # run --watch-policy saw the policy files change (wgnapid/policywatch.py)
+    "policy-changed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7782",
     # issue 11
     "config-invalid": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7740",  # policy error at start-up: exit 78
     "journal-unreachable": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7741",  # logging fell back to stderr

@@ -229,7 +229,7 @@ class Daemon:
 
     def __init__(self, ns: Netns, policy: Path, workdir: Path, *, log_target: str = "stderr",
                  log_level: str | None = None, runtime_dir: Path | None = None,
-                 prefix: list[str] | None = None):
+                 prefix: list[str] | None = None, run_args: tuple[str, ...] = ()):
         self.ns = ns
         # A command the daemon runs under inside the namespace; it must exec its
         # arguments (e.g. `unshare --mount sh -c '...; exec "$@"' sh`), so that
@@ -239,6 +239,7 @@ class Daemon:
         self.workdir = workdir
         self.log_target = log_target
         self.log_level = log_level
+        self.run_args = run_args  # options of `run`, e.g. --watch-policy
         self.runtime_dir = runtime_dir or workdir / "run"
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +266,7 @@ class Daemon:
         argv = [WGNAPID, "--config", str(self.policy), "--log-target", self.log_target]
         if self.log_level:
             argv += ["--log-level", self.log_level]
-        argv.append("run")
+        argv += ["run", *self.run_args]
         self.started_wall = time.time()
         self._mark = len(self.notifications)
         with open(self.log_path, "a") as log:

@@ -171,6 +171,7 @@ class Log:
         self._retry_at = 0.0
         self._send_failed = False  # the outage is a failed send, not only a full queue
         self._queue: queue.Queue | None = None
+        self._sending: tuple[int, str] | None = None  # (priority, message) of the entry in a send
         self._thread: threading.Thread | None = None
         if target == "journal":
             if send is None:
@@ -250,10 +251,13 @@ class Log:
         # socket file is missing (ENOENT), and this names a refused one too.
         problem = journald_reachable(self.journal_path)
         if problem is None:
+            self._sending = (priority, message)
             try:
                 self._send(entry)
             except Exception as exc:  # OSError from libsystemd; never let this thread die
                 problem = f"{self.journal_path}: {getattr(exc, 'strerror', None) or exc}"
+            finally:
+                self._sending = None
         if problem is not None:
             self._failed(now, problem, send=True)
             self._stderr(priority, message)
@@ -282,8 +286,10 @@ class Log:
         except queue.Full:
             pass
         thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():  # stuck in a send: the rest to stderr, in order
+        if thread.is_alive():  # stuck in a send: that entry and the rest to stderr, in order
             self._failed(self.clock(), f"{self.journal_path}: not reading at exit")
+            if (stuck := self._sending) is not None:
+                self._stderr(*stuck)
             while True:
                 try:
                     item = self._queue.get_nowait()

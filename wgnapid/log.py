@@ -263,8 +263,14 @@ class Log:
             self._stderr(priority, message)
             return
         with self._lock:
-            back, self._down_since = self._down_since is not None, None
-            self._send_failed = False
+            if self._down_since is None:
+                return
+            # After a full queue, journald is back once the backlog is out
+            # (else a slow journald under a burst would flap: one pair of lines
+            # per queue-full, not one per outage).
+            if not self._send_failed and self._queue is not None and not self._queue.empty():
+                return
+            back, self._down_since, self._send_failed = True, None, False
         if back:
             text = "journald is reachable again; logging to the journal"
             self._deliver(False, now, syslog.LOG_NOTICE, text,

@@ -216,3 +216,30 @@ def test_journal_is_tried_again_and_its_return_is_said_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "No such file" in err
     assert "still within the retry delay" in err and "after it" not in err
+
+
+def test_a_slow_journal_is_one_outage_and_one_return(live, capsys):
+    # journald reads again after a stall that filled the queue: one outage line,
+    # one journal-back notice once the backlog is out, no flapping per entry.
+    stalled = Stalled()
+    clock = Clock()
+    log = Log("journal", journal_path=live[0], send=stalled, queue_max=4, clock=clock)
+    log.info("resync", "first")
+    assert stalled.entered.wait(10)
+    for i in range(10):
+        log.info("resync", f"entry {i}")
+    stalled.release.set()
+    back = b"MESSAGE=journald is reachable again; logging to the journal"
+    deadline = time.monotonic() + 30
+    while back not in [e[0] for e in stalled.sent] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    clock.t += 60  # past the retry delay
+    log.info("resync", "after")
+    log.close(timeout=30)
+    err = capsys.readouterr().err.splitlines()
+    assert len([l for l in err if "journald is not reachable" in l]) == 1, err
+    got = [e[0] for e in stalled.sent]
+    # The backlog (queued before the queue was full) first, then one notice.
+    assert got == [b"MESSAGE=first"] + [f"MESSAGE=entry {i}".encode() for i in range(4)] + [
+        back, b"MESSAGE=after"], got
+    assert [l for l in err if "entry" in l] == [f"wgnapid: info: entry {i}" for i in range(4, 10)], err

@@ -23,7 +23,9 @@ import time
 
 import pytest
 
-from wgtest import JOURNALD, journal_entries, wait_until, write_policy
+from wgnapid.log import MESSAGE_IDS
+
+from wgtest import JOURNALD, WGNAPID, journal_entries, wait_until, write_policy
 
 UNSHARE = ["unshare", "--mount", "--propagation", "private"]
 
@@ -50,6 +52,20 @@ def test_link_name_bytes_and_newlines_reach_journald_exactly(journald, tmp_path)
     assert e["INTERFACE"] == list(b"wg\xff0"), e["INTERFACE"]
     assert e["MESSAGE"] == "wg\\xff0: threaded NAPI on\nsecond line", e["MESSAGE"]
     assert e["IFINDEX"] == "4242" and e["WGNAPID_STATE"] == "threaded" and e["PRIORITY"] == "6"
+
+
+def test_a_short_lived_command_gets_its_entries_out_before_exit(journald, tmp_path):
+    # No close() in the code path: the flush at exit (atexit) sends them.
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon]\nresync_interval = -3\n")
+    since = time.time()
+    proc = subprocess.Popen([WGNAPID, "--config", str(bad), "--log-target", "journal", "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 78 and not err, (proc.returncode, err)
+    entries = wait_until(lambda: journal_entries(proc.pid, since), 20, "the config-invalid entry")
+    assert [e["MESSAGE_ID"] for e in entries] == [MESSAGE_IDS["config-invalid"]] * len(entries)
+    assert any("resync_interval" in e["MESSAGE"] for e in entries), entries
 
 
 def test_a_socket_that_never_reads_stalls_no_thread(tmp_path):

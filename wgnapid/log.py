@@ -14,9 +14,11 @@ a bounded queue (JOURNAL_QUEUE entries, FIFO, so order is kept). The send
 blocks while journald does not read (its socket queue full, journald hung or
 stopped): then the queue fills and the event loop writes to stderr instead of
 waiting. systemd-python's journal.send() calls the same function but keeps
-the GIL while it blocks (python-systemd 235: no Py_BEGIN_ALLOW_THREADS in
-journal_sendv), which would freeze every thread of the daemon; ctypes releases
-the GIL for the call, so a stuck send holds up only the logger thread.
+the GIL while it blocks (235: its _journal extension imports no
+PyEval_SaveThread, and a second thread stops running while one send waits),
+which would freeze every thread of the daemon until the watchdog kills it;
+ctypes releases the GIL for the call, so a stuck send holds up only the logger
+thread (tests/integration/test_journal_stall.py).
 
 When a send fails (ECONNREFUSED: journald gone, its socket file left behind;
 ENOENT: no socket, which libsystemd would drop silently, so each send is
@@ -119,26 +121,35 @@ def _field(key: str, value) -> bytes:
     return key.encode() + b"=" + data
 
 
+class _IOVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_char_p), ("iov_len", ctypes.c_size_t)]
+
+
 class _Sendv:
-    """libsystemd's sd_journal_sendv(3), called with the GIL released.
+    """libsystemd's sd_journal_sendv(3), called with the GIL released (ctypes
+    releases it around every foreign call).
 
     ``__call__(fields)``: ``fields`` are ``b"KEY=value"`` items; a value may
     hold any bytes, newlines included (libsystemd picks the binary-safe form).
     Raises OSError with the errno libsystemd returns (ECONNREFUSED, EAGAIN,
-    ...). Blocks while journald's socket queue is full (libsystemd's socket is
+    ...); returns without error on ENOENT (libsystemd drops the entry).
+    Blocks while journald's socket queue is full (libsystemd's socket is
     blocking), so only the logger thread calls it. It always sends to
-    /run/systemd/journal/socket (JOURNAL_SOCKET).
+    /run/systemd/journal/socket (JOURNAL_SOCKET). ``__init__`` raises OSError
+    when libsystemd cannot be loaded.
     """
 
     def __init__(self):
-        name = ctypes.util.find_library("systemd") or "libsystemd.so.0"
-        self._fn = ctypes.CDLL(name, use_errno=True).sd_journal_sendv  # OSError: not installed
+        try:
+            lib = ctypes.CDLL("libsystemd.so.0")  # the SONAME: no ldconfig run
+        except OSError:
+            lib = ctypes.CDLL(ctypes.util.find_library("systemd") or "libsystemd.so")
+        self._fn = lib.sd_journal_sendv
+        self._fn.argtypes = [ctypes.POINTER(_IOVec), ctypes.c_int]
+        self._fn.restype = ctypes.c_int
 
     def __call__(self, fields: Sequence[bytes]) -> None:
-        class IOVec(ctypes.Structure):
-            _fields_ = [("iov_base", ctypes.c_char_p), ("iov_len", ctypes.c_size_t)]
-
-        iov = (IOVec * len(fields))(*[IOVec(f, len(f)) for f in fields])
+        iov = (_IOVec * len(fields))(*[_IOVec(f, len(f)) for f in fields])
         r = self._fn(iov, len(fields))
         if r < 0:
             raise OSError(-r, os.strerror(-r))

@@ -1,4 +1,4 @@
-"""The one logging setup: journald's native protocol, or plain stderr lines.
+"""The one logging setup: journald through libsystemd, or plain stderr lines.
 
 Per-link entries carry INTERFACE, IFINDEX, WGNAPID_NETNS (the network
 namespace's nsfs inode: a link is (netns, ifindex)), WGNAPID_RULE,
@@ -7,25 +7,42 @@ can filter with ``journalctl MESSAGE_ID=...`` or ``journalctl INTERFACE=wg0``.
 INTERFACE holds the kernel's bytes exactly (a name need not be UTF-8); the
 MESSAGE text shows the name escaped (wgnapid.ifname.printable).
 
-Logging never stops or blocks enforcement. systemd-python's journal.send()
-uses a blocking socket (a journald that stopped reading would stall the event
-loop until the watchdog kills it) and raises on a refused or missing socket.
-So entries go out through JournalSocket: the same native protocol
-(systemd.journal-fields(7), "KEY=value" lines, binary-safe form for values
-with a newline) on a non-blocking datagram socket. When a send fails
-(journald gone, its socket file left behind, socket buffer full: EAGAIN),
-that entry and the following ones go to stderr, the outage is reported once,
-and journald is tried again at most every JOURNAL_RETRY seconds.
+Logging never stops or blocks enforcement. Entries go to journald through
+libsystemd's sd_journal_sendv(3) (the library encodes the native protocol,
+binary-safe form included), called by one logger thread that takes them from
+a bounded queue (JOURNAL_QUEUE entries, FIFO, so order is kept). The send
+blocks while journald does not read (its socket queue full, journald hung or
+stopped): then the queue fills and the event loop writes to stderr instead of
+waiting. systemd-python's journal.send() calls the same function but keeps
+the GIL while it blocks (235: its _journal extension imports no
+PyEval_SaveThread, and a second thread stops running while one send waits),
+which would freeze every thread of the daemon until the watchdog kills it;
+ctypes releases the GIL for the call, so a stuck send holds up only the logger
+thread (tests/integration/test_journal_stall.py).
+
+When a send fails (ECONNREFUSED: journald gone, its socket file left behind;
+ENOENT: no socket, which libsystemd would drop silently, so each send is
+preceded by a real connect(), journald_reachable) or the queue is full, that
+entry and the following ones go to stderr, the outage is reported once, and
+journald is tried again at most every JOURNAL_RETRY seconds; its return is
+said once ("journal-back"). At exit (atexit) the queue is flushed for at most
+JOURNAL_FLUSH seconds, then what is left goes to stderr.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
+import ctypes.util
+import errno
 import os
+import queue
 import socket
-import struct
 import sys
 import syslog
+import threading
 import time
+from typing import Callable, Sequence
 
 from wgnapid import ifname
 
@@ -104,50 +121,98 @@ def journal_available() -> bool:
     return journald_reachable() is None
 
 
-def _field(key: str, value: str | bytes) -> bytes:
-    # bytes go out exactly (INTERFACE= holds the kernel's bytes of a link name).
-    data = value if isinstance(value, bytes) else value.encode("utf-8", "replace")
-    if b"\n" in data:
-        # Binary-safe form: KEY\n, little-endian 64-bit length, data, \n.
-        return key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
-    return key.encode() + b"=" + data + b"\n"
+JOURNAL_QUEUE = 4096  # entries waiting for the logger thread; beyond: stderr
+JOURNAL_FLUSH = 1.0  # seconds, at most, spent at exit getting queued entries out
 
 
-class JournalSocket:
-    """journald's native protocol on a non-blocking datagram socket.
+def _field(key: str, value) -> bytes:
+    """``b"KEY=value"``: bytes exactly (INTERFACE= holds a link name's kernel
+    bytes), anything else as UTF-8 text."""
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+    return key.encode() + b"=" + data
 
-    ``send`` raises OSError (ECONNREFUSED, ENOENT, EAGAIN when journald's
-    receive queue is full, EMSGSIZE) instead of ever blocking.
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_char_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Sendv:
+    """libsystemd's sd_journal_sendv(3), called with the GIL released (ctypes
+    releases it around every foreign call).
+
+    ``__call__(fields)``: ``fields`` are ``b"KEY=value"`` items; a value may
+    hold any bytes, newlines included (libsystemd picks the binary-safe form).
+    Raises OSError with the errno libsystemd returns (ECONNREFUSED, EAGAIN,
+    ...); returns without error on ENOENT (libsystemd drops the entry).
+    Blocks while journald's socket queue is full (libsystemd's socket is
+    blocking), so only the logger thread calls it. It always sends to
+    /run/systemd/journal/socket (JOURNAL_SOCKET). ``__init__`` raises OSError
+    when libsystemd cannot be loaded.
     """
 
-    def __init__(self, path: str = JOURNAL_SOCKET):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+    def __init__(self):
+        try:
+            lib = ctypes.CDLL("libsystemd.so.0")  # the SONAME: no ldconfig run
+        except OSError:
+            lib = ctypes.CDLL(ctypes.util.find_library("systemd") or "libsystemd.so")
+        self._fn = lib.sd_journal_sendv
+        self._fn.argtypes = [ctypes.POINTER(_IOVec), ctypes.c_int]
+        self._fn.restype = ctypes.c_int
 
-    def send(self, fields: dict[str, str | bytes]) -> None:
-        self.sock.sendto(b"".join(_field(k, v) for k, v in fields.items()), self.path)
-
-    def close(self) -> None:
-        self.sock.close()
+    def __call__(self, fields: Sequence[bytes]) -> None:
+        iov = (_IOVec * len(fields))(*[_IOVec(f, len(f)) for f in fields])
+        r = self._fn(iov, len(fields))
+        if r < 0:
+            raise OSError(-r, os.strerror(-r))
 
 
 class Log:
     """Events to journald (``target`` "journal"), stderr, or "auto" (journald when
     journald_reachable(), else stderr). With "journal", a journald that is not
-    reachable (at start or later) means stderr until it is again, said once per
-    outage (see the module docstring): a log call never raises and never blocks."""
+    reachable or not reading (at start or later) means stderr until it is
+    again, said once per outage (see the module docstring): a log call never
+    raises and never blocks.
+
+    ``send``: takes a list of ``b"KEY=value"`` fields, raises OSError; the
+    default is libsystemd's sd_journal_sendv (_Sendv). ``journal_path``: the
+    socket the reachability test connects to before each send. ``clock``:
+    seconds, monotonic."""
 
     def __init__(self, target: str = "auto", level: str = "info", *,
-                 journal_path: str = JOURNAL_SOCKET, clock=time.monotonic):
+                 journal_path: str = JOURNAL_SOCKET, clock=time.monotonic,
+                 send: Callable[[Sequence[bytes]], None] | None = None,
+                 queue_max: int = JOURNAL_QUEUE):
         self.journal_path = journal_path
         self.clock = clock
         if target == "auto":
             target = "journal" if journald_reachable(journal_path) is None else "stderr"
         self.target = target
         self.threshold = LEVELS[level]
-        self._journal = JournalSocket(journal_path) if target == "journal" else None
+        self._lock = threading.Lock()  # guards the outage state, shared with the logger thread
         self._down_since: float | None = None  # journald failing: stderr meanwhile
         self._retry_at = 0.0
+        self._send_failed = False  # the outage is a failed send, not only a full queue
+        self._queue: queue.Queue | None = None
+        self._sending: tuple[int, str] | None = None  # (priority, message) of the entry in a send
+        self._thread: threading.Thread | None = None
+        if target == "journal":
+            if send is None:
+                try:
+                    send = _Sendv()
+                except OSError as exc:  # no libsystemd: stderr, said once
+                    send = self._no_library(exc)
+            self._send = send
+            self._queue = queue.Queue(maxsize=queue_max)
+            self._thread = threading.Thread(target=self._run, args=(self._queue,), name="wgnapid-journal",
+                                            daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    @staticmethod
+    def _no_library(exc: OSError) -> Callable[[Sequence[bytes]], None]:
+        def send(fields):
+            raise OSError(errno.ENOSYS, f"libsystemd: {exc}")
+        return send
 
     def set_level(self, level: str) -> None:
         self.threshold = LEVELS[level]
@@ -157,37 +222,111 @@ class Log:
         return self._down_since is not None
 
     def event(self, kind: str, priority: int, message: str, **fields) -> None:
-        """Log one event. ``fields`` become journal fields (upper-cased keys)."""
+        """Log one event. ``fields`` become journal fields (upper-cased keys;
+        bytes values go out exactly, others as UTF-8 text)."""
         if priority > self.threshold:
             return
-        if self._journal is not None and (self._down_since is None or self.clock() >= self._retry_at):
-            entry = {
-                "MESSAGE": message,
-                "PRIORITY": str(priority),
-                "MESSAGE_ID": MESSAGE_IDS[kind],
-                "SYSLOG_IDENTIFIER": IDENTIFIER,
-                **{k.upper(): v if isinstance(v, bytes) else str(v)
-                   for k, v in fields.items() if v is not None},
-            }
-            try:
-                self._journal.send(entry)
-            except OSError as exc:
-                self._journal_failed(exc)
-            else:
-                if self._down_since is not None:
-                    self._down_since = None
-                    self.event("journal-back", syslog.LOG_NOTICE,
-                               "journald is reachable again; logging to the journal")
-                return
-        self._stderr(priority, message)
+        if self._queue is None:
+            self._stderr(priority, message)
+            return
+        entry = [_field("MESSAGE", message), _field("PRIORITY", priority),
+                 _field("MESSAGE_ID", MESSAGE_IDS[kind]), _field("SYSLOG_IDENTIFIER", IDENTIFIER)]
+        entry += [_field(k.upper(), v) for k, v in fields.items() if v is not None]
+        now = self.clock()
+        try:
+            # Even during an outage (divert): the logger thread writes it to
+            # stderr, after what was queued before, so order is kept.
+            self._queue.put_nowait((self._waiting(now), now, priority, message, entry))
+        except queue.Full:  # journald does not read: the logger thread is stuck in a send
+            self._failed(now, f"{self.journal_path}: not reading, {self._queue.maxsize} entries waiting")
+            self._stderr(priority, message)
 
-    def _journal_failed(self, exc: OSError) -> None:
-        self._retry_at = self.clock() + JOURNAL_RETRY
-        if self._down_since is None:  # once per outage, not once per entry
-            self._down_since = self.clock()
-            self._stderr(syslog.LOG_WARNING,
-                         f"journald is not reachable ({self.journal_path}: {exc.strerror or exc}); "
-                         f"logging to stderr until it is")
+    def _waiting(self, now: float) -> bool:
+        """True while an outage is known and the retry delay has not passed."""
+        with self._lock:
+            return self._down_since is not None and now < self._retry_at
+
+    def _failed(self, now: float, why: str, send: bool = False) -> None:
+        """An outage seen at ``now``: a full queue, or (``send``) a failed send,
+        which also diverts entries already queued until the retry time."""
+        with self._lock:
+            self._retry_at = now + JOURNAL_RETRY
+            self._send_failed = self._send_failed or send
+            if self._down_since is not None:
+                return  # once per outage, not once per entry
+            self._down_since = now
+        self._stderr(syslog.LOG_WARNING, f"journald is not reachable ({why}); logging to stderr until it is")
+
+    def _run(self, entries: queue.Queue) -> None:
+        """The logger thread: entries in queue order, to journald or stderr."""
+        while (item := entries.get()) is not None:
+            self._deliver(*item)
+
+    def _deliver(self, divert: bool, now: float, priority: int, message: str, entry: list[bytes]) -> None:
+        """One entry; ``divert``: logged during an outage, before its retry
+        time; ``now``: the clock when it was logged (retry decisions follow
+        the log calls, not the thread's pace)."""
+        if divert or (self._send_failed and self._waiting(now)):
+            self._stderr(priority, message)
+            return
+        # A real connect() first: libsystemd drops an entry silently when the
+        # socket file is missing (ENOENT), and this names a refused one too.
+        problem = journald_reachable(self.journal_path)
+        if problem is None:
+            self._sending = (priority, message)
+            try:
+                self._send(entry)
+            except Exception as exc:  # OSError from libsystemd; never let this thread die
+                problem = f"{self.journal_path}: {getattr(exc, 'strerror', None) or exc}"
+            finally:
+                self._sending = None
+        if problem is not None:
+            self._failed(now, problem, send=True)
+            self._stderr(priority, message)
+            return
+        with self._lock:
+            if self._down_since is None:
+                return
+            # After a full queue, journald is back once the backlog is out
+            # (else a slow journald under a burst would flap: one pair of lines
+            # per queue-full, not one per outage).
+            if not self._send_failed and self._queue is not None and not self._queue.empty():
+                return
+            back, self._down_since, self._send_failed = True, None, False
+        if back:
+            text = "journald is reachable again; logging to the journal"
+            self._deliver(False, now, syslog.LOG_NOTICE, text,
+                          [_field("MESSAGE", text), _field("PRIORITY", syslog.LOG_NOTICE),
+                           _field("MESSAGE_ID", MESSAGE_IDS["journal-back"]),
+                           _field("SYSLOG_IDENTIFIER", IDENTIFIER)])
+
+    def close(self, timeout: float = JOURNAL_FLUSH) -> None:
+        """Get queued entries out and end the logger thread: waits at most
+        ``timeout`` seconds (journald may not be reading); what is still queued
+        then goes to stderr. Safe to call more than once; at exit it is called
+        for you (atexit)."""
+        if self._thread is None:
+            return
+        thread, self._thread = self._thread, None
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():  # stuck in a send: that entry and the rest to stderr, in order
+            self._failed(self.clock(), f"{self.journal_path}: not reading at exit")
+            if (stuck := self._sending) is not None:
+                self._stderr(*stuck)
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    self._stderr(item[2], item[3])
+        atexit.unregister(self.close)
+        self._queue = None
 
     @staticmethod
     def _stderr(priority: int, message: str) -> None:

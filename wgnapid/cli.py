@@ -171,7 +171,10 @@ def status_document(policy: config.Policy) -> dict:
         if seen and row["state"] == "pending":
             # The daemon knows why it differs (waiting for a peer, failed).
             row["state"], row["reason"] = seen["state"], seen["reason"]
-        if daemon and daemon.get("kernel_native") and st.kind == "wireguard" and st.wanted == "on":
+        if (daemon and daemon.get("kernel_native") and st.kind == "wireguard"
+                and st.wanted == "on" and (seen is None or seen["state"] == "native")):
+            # The daemon saw the kernel thread WireGuard itself; a link the guard
+            # turns back off (kernel.MITIGATE) keeps the daemon's "held".
             row["state"] = "native"
         row["napi_threads"] = threads.count(st.name)
         links.append(row)
@@ -189,14 +192,48 @@ def status_document(policy: config.Policy) -> dict:
 
 
 def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None) -> dict:
+    """The "kernel" object of status and doctor: the guard's verdict beside native.
+
+    ``native``: the running daemon saw the kernel thread WireGuard itself (None:
+    no daemon). ``creation_default``: the release says it does (kernel.py).
+    ``native_handling``: what the guard does with such links ("verify",
+    "mitigate": turned back off, "leave": left on although risky).
+    """
     return {
         "release": verdict.release,
         "version": verdict.version_text,
+        "sublevel_known": verdict.sublevel_known,
         "guard": guard,
         "verdict": verdict.verdict,
         "reason": verdict.reason,
         "native": native,
+        "creation_default": verdict.creation_default,
+        "native_handling": kernel.native_handling(guard, verdict) if guard else None,
     }
+
+
+def kernel_native_text(k: dict) -> str:
+    """One line on native threading with the guard's verdict beside it (status, doctor)."""
+    by_release = k["creation_default"]
+    if k["native"]:
+        seen = "yes (seen: the kernel threads WireGuard links itself)"
+    elif k["native"] is False:
+        seen = "not seen"
+    else:
+        seen = "unknown (no daemon running)"
+    if by_release and not k["native"]:
+        seen += f"; by its release ({k['version']}) the kernel threads them itself"
+    if not (k["native"] or by_release):
+        return seen
+    handling = k["native_handling"]
+    if handling == kernel.MITIGATE:
+        return (f"{seen} - guard verdict {k['verdict'].upper()} ({kernel.CVE}): "
+                "kernel_guard strict turns it back off (WireGuard links held)")
+    if handling == kernel.LEAVE:
+        return (f"{seen} - guard verdict {k['verdict'].upper()} ({kernel.CVE}): "
+                "left on by kernel_guard warn")
+    return f"{seen} - guard verdict {k['verdict']}" + (
+        f" ({kernel.CVE}, kernel_guard off)" if k["verdict"] != "safe" else "")
 
 
 def cmd_status(args, policy: config.Policy) -> int:
@@ -206,7 +243,8 @@ def cmd_status(args, policy: config.Policy) -> int:
         print()
         return EXIT_OK
     k = doc["kernel"]
-    print(f"kernel {k['release']}: {k['verdict']} (guard {k['guard']}){', native' if k['native'] else ''}")
+    print(f"kernel {k['release']}: {k['verdict']} (guard {k['guard']})")
+    print(f"native: {kernel_native_text(k)}")
     d = doc["daemon"]
     print(f"daemon: pid {d['pid']}, source {d['source']}" if d else "daemon: not running")
     print(f"{'LINK':<16} {'IFINDEX':>7} {'KIND':<10} {'RULE':<12} {'WANT':<6} {'NOW':<3} {'NAPI':>4}  STATE")
@@ -284,7 +322,7 @@ def cmd_doctor(args) -> int:
         print(f"kernel:     {k['release']} ({k['version'] or 'unparsed'}): {k['verdict']} - {k['reason']}")
         if held:
             print(f"            guard strict: WireGuard links are held; opt in with {kernel.OPT_IN_LINE}")
-        print(f"native:     {'yes' if native else 'no' if native is False else 'unknown (no daemon running)'}")
+        print(f"native:     {kernel_native_text(k)}")
         print(f"threaded:   {'attribute present' if attr else 'attribute MISSING'}")
         print(f"journald:   {'reachable' if doc['journald'] else 'not reachable (logging goes to stderr)'}")
         print(f"policy:     {', '.join(files) or 'INVALID'}")

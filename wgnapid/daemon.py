@@ -193,6 +193,7 @@ class Daemon:
                 "writes": self.rec.stats.writes,
                 "resyncs": self.rec.stats.resyncs,
                 "overflows": self.rec.stats.overflows,
+                "writes_by_kind": dict(self.rec.stats.writes_by_kind),
             },
             "summary": self.rec.summary(),
             "links": [st.as_dict() for st in self.rec.links.values()],

@@ -164,6 +164,7 @@ def status_document(policy: config.Policy) -> dict:
     daemon = _daemon_status()
     known = {(l["ifindex"], l["name"]): l for l in daemon["links"]} if daemon else {}
     threads = NapiThreads()
+    mitigating = kernel.native_handling(policy.daemon.kernel_guard, verdict) == kernel.MITIGATE
     links, summary = [], {}
     for st in states:
         row = st.as_dict()
@@ -172,9 +173,9 @@ def status_document(policy: config.Policy) -> dict:
             # The daemon knows why it differs (waiting for a peer, failed).
             row["state"], row["reason"] = seen["state"], seen["reason"]
         if (daemon and daemon.get("kernel_native") and st.kind == "wireguard"
-                and st.wanted == "on" and (seen is None or seen["state"] == "native")):
+                and st.wanted == "on" and not mitigating):
             # The daemon saw the kernel thread WireGuard itself; a link the guard
-            # turns back off (kernel.MITIGATE) keeps the daemon's "held".
+            # turns back off (kernel.MITIGATE) keeps its "held".
             row["state"] = "native"
         row["napi_threads"] = threads.count(st.name)
         links.append(row)

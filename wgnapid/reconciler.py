@@ -344,9 +344,9 @@ class Reconciler:
         kernel: 0 is wanted and the state is held. The write fails with
         EOPNOTSUPP until the link's first peer (KERNEL-FACTS.md): then it is
         retried like a waiting link, still shown held."""
-        self._say_kernel_enabled(st, seen=self.native)
         if value == 0:
             return self._settle(st, HELD, HELD_OFF)
+        self._say_kernel_enabled(st, seen=self.native)
         if self.dry_run:
             return self._settle(st, PENDING, f"reads {value}, wanted 0 ({HELD_OFF})")
         drifted = st.state == HELD and st.reason == HELD_OFF

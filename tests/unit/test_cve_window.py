@@ -373,3 +373,12 @@ def test_kernel_doc_handling():
     doc = cli._kernel_doc("strict", RISKY_WINDOW["5.15.190"], True)
     assert doc["native_handling"] == "mitigate" and doc["verdict"] == "risky"
     assert cli._kernel_doc(None, RISKY_WINDOW["5.15.190"], None)["native_handling"] is None
+
+
+def test_a_window_kernel_link_already_0_is_held_without_a_write_or_warning(fakesys, attr, rlog,
+                                                                           clock):
+    fakesys.add("wg0", "0\n")
+    rec = make(attr, rlog, clock, verdict=RISKY_WINDOW["6.1.150 (Debian)"], peers={"wg0": 1})
+    st = rec.observe(WG)
+    assert (st.state, st.reason) == ("held", HELD_OFF)
+    assert attr.writes == [] and warnings(rlog) == []

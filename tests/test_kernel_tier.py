@@ -37,6 +37,13 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BOOT_TIMEOUT = float(os.environ.get("WGNAPID_KERNEL_TIER_TIMEOUT", "600"))
 GUEST_MEMORY = os.environ.get("WGNAPID_GUEST_MEMORY", "1G")
 FIRST_SAFE = (6, 10)  # KERNEL-FACTS.md: below this the kernel guard holds WireGuard
+# Debian's 7.x from trixie-backports, unpacked by tests/backports_kernel.sh
+# (./dev setup): <root>/usr/lib/modules/<release>/vmlinuz with its modules beside.
+BACKPORTS_ROOT = Path(os.environ.get("WGNAPID_BACKPORTS_CACHE",
+                                     "/var/cache/wgnapid-ci/trixie-backports-kernel")) / "root"
+# The scenarios for kernels that thread WireGuard themselves; every other guest
+# file is for the kernels that do not (their scenarios expect a fresh link to read 0).
+NATIVE_MODULE = "test_guest_native"
 
 pytestmark = pytest.mark.kernel
 
@@ -53,6 +60,7 @@ def _python() -> str:
 class Kernel:
     release: str
     image: Path
+    rodir: Path | None = None  # a directory the guest must see (modules outside /lib/modules)
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -61,6 +69,13 @@ class Kernel:
     @property
     def risky(self) -> bool:
         return self.version[:2] < FIRST_SAFE
+
+    @property
+    def native(self) -> bool:
+        """Threads WireGuard devices at creation, by its release (wgnapid.kernel)."""
+        from wgnapid import kernel as wgkernel
+
+        return wgkernel.verdict_for(self.release).creation_default is True
 
     @property
     def short(self) -> str:
@@ -80,6 +95,14 @@ def discover_kernels(boot: Path = Path("/boot"), modules: Path = Path("/lib/modu
         if not (modules / release / "modules.dep").exists() or not any(wg_dir.glob("wireguard.ko*")):
             continue
         found.append(Kernel(release, image))
+    # Unpacked packages (not installed with dpkg): vng finds the modules beside
+    # the image; the guest sees them through --rodir (virtme-ng mounts a tmpfs
+    # over /var/cache).
+    for image in sorted(BACKPORTS_ROOT.glob("usr/lib/modules/*/vmlinuz")):
+        release = image.parent.name
+        if (image.parent / "modules.dep").exists() and any(
+                (image.parent / "kernel" / "drivers" / "net" / "wireguard").glob("wireguard.ko*")):
+            found.append(Kernel(release, image, BACKPORTS_ROOT))
     return sorted(found, key=lambda k: k.version)
 
 
@@ -96,8 +119,12 @@ def prerequisite_problems(kernels: list[Kernel]) -> list[str]:
     else:
         if not any(k.risky for k in kernels):
             problems.append("no kernel older than 6.10 (Debian 12's linux-image-amd64, 6.1)")
-        if all(k.risky for k in kernels):
-            problems.append("no kernel 6.10 or newer (linux-image-6.12-amd64)")
+        if all(k.risky or k.native for k in kernels):
+            problems.append("no kernel 6.10 or newer that leaves WireGuard unthreaded "
+                            "(linux-image-6.12-amd64)")
+        if not any(k.native for k in kernels):
+            problems.append("no kernel that threads WireGuard from birth (Debian's 7.x from "
+                            "trixie-backports: tests/backports_kernel.sh, run by ./dev setup)")
     if not shutil.which("qemu-system-x86_64"):
         problems.append("qemu-system-x86_64 missing (apt-get install qemu-system-x86)")
     if not find_vng():
@@ -140,7 +167,14 @@ def _scenario_id(nodeid: str) -> str:
     return name if stem == "test_guest_scenarios" else f"{stem}::{name}"
 
 
-CASES = [pytest.param(k, s, id=f"{k.short}/{_scenario_id(s)}") for k in KERNELS for s in SCENARIOS]
+def applies(kernel: Kernel, nodeid: str) -> bool:
+    """test_guest_native runs on kernels that thread WireGuard themselves, every
+    other guest file on the kernels that do not (a fresh link reads 0 there)."""
+    return (Path(nodeid.partition("::")[0]).stem == NATIVE_MODULE) == kernel.native
+
+
+CASES = [pytest.param(k, s, id=f"{k.short}/{_scenario_id(s)}")
+         for k in KERNELS for s in SCENARIOS if applies(k, s)]
 
 
 # -- one boot per kernel -----------------------------------------------------------------
@@ -207,6 +241,8 @@ def boot_and_run(kernel: Kernel, selected: list[str], outdir: Path) -> GuestRun:
     argv = [find_vng() or "vng", "--run", str(kernel.image), "--memory", GUEST_MEMORY,
             "--cpus", "2", "--rwdir", str(outdir), "--cwd", str(REPO),
             "--exec", f"bash {GUEST_DIR / 'guest_main.sh'} {outdir}"]
+    if kernel.rodir is not None:
+        argv[3:3] = ["--rodir", str(kernel.rodir)]
     if os.environ.get("WGNAPID_KVM") != "1":
         argv.insert(3, "--disable-kvm")
     env = dict(os.environ)
@@ -256,7 +292,7 @@ class KernelTier:
             callspec = getattr(item, "callspec", None)
             if callspec and callspec.params.get("kernel") == kernel:
                 chosen.append(callspec.params["scenario"])
-        return chosen or list(SCENARIOS)
+        return chosen or [s for s in SCENARIOS if applies(kernel, s)]
 
     def run(self, kernel: Kernel) -> GuestRun:
         if kernel.release not in self.runs:

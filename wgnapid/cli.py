@@ -245,6 +245,7 @@ def status_document(policy: config.Policy) -> dict:
              for l in daemon["links"]} if daemon else {}
     threads = NapiThreads()
     names = [st.name for st in states]
+    mitigating = kernel.native_handling(policy.daemon.kernel_guard, verdict) == kernel.MITIGATE
     links, summary = [], {}
     for st in states:
         row = st.as_dict()
@@ -252,7 +253,10 @@ def status_document(policy: config.Policy) -> dict:
         if seen and row["state"] == "pending":
             # The daemon knows why it differs (waiting for a peer, failed).
             row["state"], row["reason"] = seen["state"], seen["reason"]
-        if daemon and daemon.get("kernel_native") and st.kind == "wireguard" and st.wanted == "on":
+        if (daemon and daemon.get("kernel_native") and st.kind == "wireguard"
+                and st.wanted == "on" and not mitigating):
+            # The daemon saw the kernel thread WireGuard itself; a link the guard
+            # turns back off (kernel.MITIGATE) keeps its "held".
             row["state"] = "native"
         lt = threads.of(st.name, names)
         # None ("unknown") where kernel threads are invisible (own PID namespace).
@@ -277,14 +281,48 @@ def status_document(policy: config.Policy) -> dict:
 
 
 def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None) -> dict:
+    """The "kernel" object of status and doctor: the guard's verdict beside native.
+
+    ``native``: the running daemon saw the kernel thread WireGuard itself (None:
+    no daemon). ``creation_default``: the release says it does (kernel.py).
+    ``native_handling``: what the guard does with such links ("verify",
+    "mitigate": turned back off, "leave": left on although risky).
+    """
     return {
         "release": verdict.release,
         "version": verdict.version_text,
+        "sublevel_known": verdict.sublevel_known,
         "guard": guard,
         "verdict": verdict.verdict,
         "reason": verdict.reason,
         "native": native,
+        "creation_default": verdict.creation_default,
+        "native_handling": kernel.native_handling(guard, verdict) if guard else None,
     }
+
+
+def kernel_native_text(k: dict) -> str:
+    """One line on native threading with the guard's verdict beside it (status, doctor)."""
+    by_release = k["creation_default"]
+    if k["native"]:
+        seen = "yes (seen: the kernel threads WireGuard links itself)"
+    elif k["native"] is False:
+        seen = "not seen"
+    else:
+        seen = "unknown (no daemon running)"
+    if by_release and not k["native"]:
+        seen += f"; by its release ({k['version']}) the kernel threads them itself"
+    if not (k["native"] or by_release):
+        return seen
+    handling = k["native_handling"]
+    if handling == kernel.MITIGATE:
+        return (f"{seen} - guard verdict {k['verdict'].upper()} ({kernel.CVE}): "
+                "kernel_guard strict turns it back off (WireGuard links held)")
+    if handling == kernel.LEAVE:
+        return (f"{seen} - guard verdict {k['verdict'].upper()} ({kernel.CVE}): "
+                "left on by kernel_guard warn")
+    return f"{seen} - guard verdict {k['verdict']}" + (
+        f" ({kernel.CVE}, kernel_guard off)" if k["verdict"] != "safe" else "")
 
 
 def cmd_status(args, policy: config.Policy) -> int:
@@ -298,7 +336,8 @@ def cmd_status(args, policy: config.Policy) -> int:
         print()
         return EXIT_OK
     k = doc["kernel"]
-    print(f"kernel {k['release']}: {k['verdict']} (guard {k['guard']}){', native' if k['native'] else ''}")
+    print(f"kernel {k['release']}: {k['verdict']} (guard {k['guard']})")
+    print(f"native: {kernel_native_text(k)}")
     d = doc["daemon"]
     print(f"daemon: pid {d['pid']}, source {d['source']}" if d else "daemon: not running")
     print(f"{'LINK':<16} {'IFINDEX':>7} {'KIND':<10} {'RULE':<12} {'WANT':<6} {'NOW':<3} {'NAPI':>4}  STATE")
@@ -426,7 +465,7 @@ def cmd_doctor(args) -> int:
         print(f"kernel:     {k['release']} ({k['version'] or 'unparsed'}): {k['verdict']} - {k['reason']}")
         if held:
             print(f"            guard strict: WireGuard links are held; opt in with {kernel.OPT_IN_LINE}")
-        print(f"native:     {'yes' if native else 'no' if native is False else 'unknown (no daemon running)'}")
+        print(f"native:     {kernel_native_text(k)}")
         print(f"threaded:   {'attribute present' if attr else 'attribute MISSING'}")
         print(f"sysfs:      {'shows' if view_ok else 'does NOT show'} this network namespace's links"
               f" (netns {netns})")

@@ -289,6 +289,7 @@ class Daemon:
                 "failures": self.rec.stats.failures,
                 "resyncs": self.rec.stats.resyncs,
                 "overflows": self.rec.stats.overflows,
+                "writes_by_kind": dict(self.rec.stats.writes_by_kind),
             },
             "reload": {"generation": self._reloads, "ok": self._reload_ok, "error": self._reload_error},
             "summary": self.rec.summary(),

@@ -60,6 +60,9 @@ MESSAGE_IDS = {
     "resync": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7707",
     "source-overflow": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7708",
     "error": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7709",
+    # the kernel itself enables threaded NAPI on WireGuard and the guard calls it
+    # risky (CVE-2026-52945 window): warning, once per run
+    "kernel-native-risky": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7750",
     # per-link state changes
     "link-threaded": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7710",
     "link-off": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7711",

@@ -39,6 +39,13 @@ WRITE_THREADS = 4
 # How long close() waits for writes still in the kernel.
 WRITER_JOIN_TIMEOUT = 5.0
 
+# Reasons of a WireGuard link held by the guard on a kernel that threads it
+# itself (kernel.MITIGATE): turned back off, or waiting for its first peer to do so.
+HELD_OFF = (f"the kernel itself enabled threaded NAPI ({kernel.CVE} window); "
+            'kept in softirq mode (0) by kernel_guard = "strict"')
+HELD_WAITING = (f"the kernel itself enabled threaded NAPI ({kernel.CVE} window); "
+                "turned off as soon as the link has a peer (no NAPI instance yet)")
+
 # Link states (docs/DESIGN.md).
 THREADED, OFF, WAITING, HELD, NATIVE, FAILED = "threaded", "off", "waiting", "held", "native", "failed"
 IGNORED, UNMATCHED, GONE, PENDING = "ignored", "unmatched", "gone", "pending"
@@ -102,6 +109,7 @@ class _Write:
     want: int
     before: int
     drifted: bool
+    held: bool = False  # the kernel guard turning the kernel's own threaded=1 off
 
 
 @dataclass
@@ -112,6 +120,7 @@ class Stats:
     overflows: int = 0
     failures: int = 0  # evaluations that ended with the link failed
     counts: Counter = field(default_factory=Counter)
+    writes_by_kind: Counter = field(default_factory=Counter)  # IFLA_INFO_KIND -> writes tried
 
 
 class _Writers:
@@ -210,7 +219,8 @@ class Reconciler:
         # namespace held here and in every published record and journal entry.
         self.netns = ns.id.ino
         self.links: dict[int, LinkState] = {}  # by ifindex
-        self.native = False
+        self.native = False  # seen: the kernel itself threads WireGuard links at creation
+        self._kernel_enabled_said = False  # the once-per-run message about it
         self.generation = 0  # bumped on every state change: "is there news to publish?"
         self.stats = Stats()
         self._retries: list[tuple[float, int]] = []
@@ -330,12 +340,23 @@ class Reconciler:
         if st.wanted == "on" and st.kind == "wireguard":
             # A link that existed before we started may have been written by an
             # earlier wgnapid (and lost its peers since): only trust it as
-            # evidence where mainline threads WireGuard from birth (6.16+).
-            trusted = new or (self.verdict.version or (0, 0))[:2] >= kernel.NATIVE_SINCE
+            # evidence where the release says the kernel threads WireGuard from
+            # birth (mainline 6.16+, the stable windows of kernel.CREATION_WINDOWS).
+            trusted = new or self.verdict.creation_default is True
             if not self.native and trusted and not st.written and read.value == 1:
                 self._detect_native(st)
+            handling = kernel.native_handling(self.policy.daemon.kernel_guard, self.verdict)
+            if handling == kernel.MITIGATE and (self.native or self.verdict.creation_default):
+                # strict on a risky kernel that enables threaded NAPI on WireGuard
+                # itself (the CVE-2026-52945 window): turn it back off.
+                return self._mitigate(st, opened, read.value)
             if self.native:
                 reason = "" if read.value == 1 else "the kernel-native link reads 0; not written"
+                if handling == kernel.LEAVE or (handling == kernel.VERIFY
+                                                and self.verdict.verdict != "safe"):
+                    reason = (reason + "; " if reason else "") + (
+                        f"left as the kernel chose although the guard calls this kernel "
+                        f"{self.verdict.verdict} ({kernel.CVE})")
                 return self._settle(st, NATIVE, reason)
             if kernel.guard_holds(self.policy.daemon.kernel_guard, self.verdict, st.kind):
                 return self._settle(st, HELD, self.verdict.reason)
@@ -346,6 +367,19 @@ class Reconciler:
             return self._settle(st, PENDING, f"reads {read.value}, wanted {want}")
         # Drift: the link had what is wanted now and lost it (a policy change is not drift).
         return _Write(st, opened, want, read.value, drifted=st.state == (THREADED if want else OFF))
+
+    def _mitigate(self, st: LinkState, opened: Opened, value: int) -> LinkState | _Write:
+        """The guard's answer to a kernel that threads WireGuard itself on a risky
+        kernel: 0 is wanted and the state is held. The write fails with
+        EOPNOTSUPP until the link's first peer (KERNEL-FACTS.md): then it is
+        retried like a waiting link, still shown held."""
+        if value == 0:
+            return self._settle(st, HELD, HELD_OFF)
+        self._say_kernel_enabled(st, seen=self.native)
+        if self.dry_run:
+            return self._settle(st, PENDING, f"reads {value}, wanted 0 ({HELD_OFF})")
+        drifted = st.state == HELD and st.reason == HELD_OFF
+        return _Write(st, opened, 0, value, drifted=drifted, held=True)
 
     def _write(self, w: _Write) -> tuple[Result, Result | None]:
         """The write and the read-back; runs on a writer thread (no state here)."""
@@ -361,6 +395,9 @@ class Reconciler:
     def _finish(self, w: _Write, result: Result, check: Result | None) -> LinkState:
         st, want = w.st, w.want
         self.stats.writes += 1
+        self.stats.writes_by_kind[st.kind] += 1
+        if result.outcome is Outcome.NOT_SETTABLE and w.held:
+            return self._settle(st, HELD, HELD_WAITING, retry=True)
         if result.outcome is Outcome.NOT_SETTABLE:
             reason = (
                 "no NAPI instance yet: waiting for the first peer"
@@ -384,18 +421,33 @@ class Reconciler:
                 f"re-asserted threaded={want} (it had been changed to {w.before})",
                 name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state, netns=self.netns,
             )
+        if w.held:
+            return self._settle(st, HELD, HELD_OFF)
         return self._settle(st, THREADED if want else OFF)
 
     def _detect_native(self, st: LinkState) -> None:
         # Threaded while peerless and never written by us: only the kernel can
-        # do that (6.16+ sets it in wg_newlink), see KERNEL-FACTS.md.
+        # do that (6.16+ and the stable CVE window set it in wg_newlink), see
+        # KERNEL-FACTS.md.
         if self.peer_count(st.name) == 0:
             self.native = True
-            self.log.info(
-                "kernel-native",
-                f"the kernel threads WireGuard links itself ({ifname.printable(st.name)} was threaded before it "
-                "had a peer); wgnapid only verifies them from now on",
-            )
+            self._say_kernel_enabled(st, seen=True)
+
+    def _say_kernel_enabled(self, st: LinkState, *, seen: bool) -> None:
+        """Once per reconciler (daemon run): the kernel enables threaded NAPI on
+        WireGuard itself, with the guard's verdict beside it. ``seen``: a peerless
+        link proved it; otherwise the release is in a window that does it."""
+        if self._kernel_enabled_said or self.dry_run:
+            return
+        self._kernel_enabled_said = True
+        guard = self.policy.daemon.kernel_guard
+        warn, text = kernel.native_message(guard, self.verdict, ifname.printable(st.name), seen=seen)
+        fields = {"wgnapid_kernel": self.verdict.release,
+                  "wgnapid_kernel_verdict": self.verdict.verdict, "wgnapid_guard": guard}
+        if warn:
+            self.log.warning("kernel-native-risky", text, **fields)
+        else:
+            self.log.info("kernel-native", text, **fields)
 
     def _fail_or_gone(self, st: LinkState, result) -> LinkState:
         if result.outcome is Outcome.GONE:
@@ -404,14 +456,15 @@ class Reconciler:
             return st
         return self._settle(st, FAILED, result.detail)
 
-    def _settle(self, st: LinkState, state: str, reason: str = "") -> LinkState:
+    def _settle(self, st: LinkState, state: str, reason: str = "", *, retry: bool = False
+                ) -> LinkState:
         if state == FAILED:
             self.stats.failures += 1
-        if state == WAITING:
+        if state == WAITING or retry:
             self._schedule_retry(st)
         else:
             st.retry_at, st.retry_delay = None, 0.0
-        if state != st.state or (state == FAILED and reason != st.reason):
+        if state != st.state or (state in (FAILED, HELD) and reason != st.reason):
             if st.state:
                 self.stats.counts[st.state] -= 1
             self.stats.counts[state] += 1

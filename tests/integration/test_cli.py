@@ -111,10 +111,16 @@ def test_status_json_without_and_with_daemon(netns, daemon_factory, tmp_path):
     assert rows["va1"]["reason"]
     assert rows["vo0"]["state"] == "off" and rows["vo0"]["current"] == 0
     assert doc["summary"].get("waiting") == 1 and doc["summary"].get("threaded") == 1
+    # Writes are counted per link kind (issue 13): all of them were veth here.
+    stats = doc["daemon"]["stats"]
+    assert set(stats["writes_by_kind"]) == {"veth"} and stats["writes_by_kind"]["veth"] >= 2, stats
+    assert sum(stats["writes_by_kind"].values()) == stats["writes"], stats
+    assert {"native", "creation_default", "native_handling"} <= set(doc["kernel"])
 
-    # The plain text form names the same states.
+    # The plain text form names the same states, and native with the guard's verdict.
     text = d.cli("status", check=True).stdout
     assert f"daemon: pid {d.pid}" in text
+    assert "\nnative: " in text, text
     assert any(l.startswith("va1 ") and l.rstrip().endswith(")") and "waiting" in l for l in text.splitlines()), text
     rc, _ = d.stop()
     assert rc == 0

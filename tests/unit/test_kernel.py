@@ -95,6 +95,8 @@ def test_running_verdict_reads_uname_and_proc_version(monkeypatch):
     monkeypatch.setattr(kernel.os, "uname", lambda: U)
 
     def fake_open(path, *a, **k):
+        if path == "/proc/version_signature":  # Ubuntu only
+            raise FileNotFoundError(path)
         assert path == "/proc/version"
         # Without the gcc line: this test is about the wiring, not the regex.
         return io.StringIO("Linux version 6.1.0-50-amd64 #1 SMP Debian 6.1.99-1\n")

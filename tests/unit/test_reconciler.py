@@ -413,10 +413,15 @@ def test_not_native_when_wgnapid_wrote_it(fakesys, attr, rlog, clock):
     assert rec.native is False
 
 
-def test_native_takes_precedence_over_the_guard(fakesys, attr, rlog, clock):
+def test_strict_guard_takes_precedence_over_native_on_an_unknown_kernel(fakesys, attr, rlog,
+                                                                       clock):
+    # Issue 13: a kernel the guard does not call safe is never "safely native";
+    # under strict its own threaded=1 is turned back off (tests/unit/test_cve_window.py).
     fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock, verdict=UNKNOWN, kernel_guard="strict", peers={"wg0": 0})
-    assert rec.observe(WG, new=True).state == "native"
+    assert rec.observe(WG, new=True).state == "held"
+    assert rec.native is True
+    assert fakesys.get("wg0") == "0\n"
 
 
 # -- gone ------------------------------------------------------------------------------------

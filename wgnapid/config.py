@@ -49,15 +49,36 @@ class DaemonConfig(_Strict):
     pending_max_delay: Seconds = 2
     log_level: Literal["debug", "info", "notice", "warning", "error"] = "info"
     kernel_guard: Literal["strict", "warn", "off"] = "strict"
+    namespaces: Literal["self", "all"] = Field(
+        default="self",
+        description=(
+            'Which network namespaces the daemon covers: "self" (default) only the one it '
+            'runs in; "all" every namespace on the host: named ones (/run/netns, Docker\'s '
+            "/run/docker/netns, both watched with inotify) and every namespace a process is in "
+            "(a /proc scan at start and every resync_interval). \"all\" needs CAP_SYS_ADMIN "
+            "(setns, and a sysfs instance per namespace); `apply`, `status` and `doctor` follow it too."
+        ),
+    )
 
 
 class Rule(_Strict):
     name: str = Field(min_length=1)
     kinds: list[str] = Field(default=["*"], min_length=1)
     interfaces: list[str] = Field(default=["*"], min_length=1)
+    netns: list[str] = Field(
+        default=["*"],
+        min_length=1,
+        description=(
+            "Shell globs (case-sensitive) on the name of the link's network namespace: "
+            '"self" for the daemon\'s own, the /run/netns name for a named one, "docker:<id>" '
+            'for Docker\'s, "pid:<pid>" (the lowest PID in it) otherwise. Default ["*"]: every '
+            'namespace. Only matters with daemon.namespaces = "all"; a namespace that no rule '
+            "matches is not even entered."
+        ),
+    )
     threaded: Literal["on", "off", "ignore"]
 
-    @field_validator("kinds", "interfaces")
+    @field_validator("kinds", "interfaces", "netns")
     @classmethod
     def _no_empty_patterns(cls, value: list[str]) -> list[str]:
         if any(not item for item in value):

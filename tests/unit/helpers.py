@@ -13,8 +13,9 @@ from wgnapid.config import DaemonConfig, Policy, Rule
 from wgnapid.log import Log
 
 
-def rule(name, threaded="on", kinds=("*",), interfaces=("*",)):
-    return Rule(name=name, kinds=list(kinds), interfaces=list(interfaces), threaded=threaded)
+def rule(name, threaded="on", kinds=("*",), interfaces=("*",), netns=("*",)):
+    return Rule(name=name, kinds=list(kinds), interfaces=list(interfaces), netns=list(netns),
+                threaded=threaded)
 
 
 def policy(*rules, **daemon):

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 
-from wgnapid import __version__, config, kernel
+from wgnapid import __version__, config, ifname, kernel
 from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journal_available
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -92,21 +92,24 @@ def cmd_run(args, policy: config.Policy) -> int:
 
 
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
+    """One reconcile of this namespace's links. Raises RuntimeError (one line)
+    when the sysfs view is not this namespace's own: nothing is read or written then."""
+    from wgnapid.netns import NetNamespace
     from wgnapid.reconciler import Reconciler
 
-    rec = Reconciler(policy, log, dry_run=dry_run, one_shot=True)
-    states = [rec.observe(link) for link in _list_links()]
-    return rec, states
-
-
-def _list_links():
-    from wgnapid.links import Rtnl
-
-    rtnl = Rtnl()
+    ns = NetNamespace.current()
     try:
-        return rtnl.dump_consistent()[0]
+        problem = ns.check_view()
+        if problem:
+            raise RuntimeError(ns.problem_line(problem))
+        rec = Reconciler(policy, log, ns, dry_run=dry_run, one_shot=True)
+        try:
+            states = [rec.observe(link) for link in ns.dump()[0]]
+        finally:
+            rec.close()
     finally:
-        rtnl.close()
+        ns.close()
+    return rec, states
 
 
 def cmd_apply(args, policy: config.Policy) -> int:
@@ -122,7 +125,8 @@ def cmd_apply(args, policy: config.Policy) -> int:
         if st.state not in SATISFIED and not (args.dry_run and st.state == "pending"):
             ok = False
         rows.append({
-            "name": st.name, "ifindex": st.ifindex, "kind": st.kind, "rule": st.rule,
+            **ifname.json_fields(st.name), "netns": st.netns, "ifindex": st.ifindex,
+            "kind": st.kind, "rule": st.rule,
             "wanted": st.wanted, "before": st.before, "after": st.current,
             "changed": st.changed, "state": st.state, "reason": st.reason,
         })
@@ -135,7 +139,7 @@ def cmd_apply(args, policy: config.Policy) -> int:
     else:
         for row in rows:
             verb = "would change" if row["state"] == "pending" else ("changed" if row["changed"] else "ok")
-            line = f"{row['name']:<16} {row['state']:<9} {verb}"
+            line = f"{ifname.printable(ifname.decode(bytes.fromhex(row['name_hex']))):<16} {row['state']:<9} {verb}"
             if row["reason"]:
                 line += f" ({row['reason']})"
             print(line)
@@ -143,16 +147,15 @@ def cmd_apply(args, policy: config.Policy) -> int:
     return EXIT_OK if ok else EXIT_FAIL
 
 
-def _daemon_status() -> dict | None:
-    from wgnapid.daemon import status_path
+def _daemon_status(netns: int) -> dict | None:
+    """The published view of a live daemon covering network namespace ``netns``
+    (nsfs inode), or None. Daemons of other namespaces are never merged."""
+    from wgnapid.daemon import status_documents
 
-    try:
-        with open(status_path()) as f:
-            doc = json.load(f)
-        os.kill(int(doc["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return doc
+    for doc in status_documents():
+        if netns in (doc.get("covers") or [doc.get("netns")]):
+            return doc
+    return None
 
 
 def status_document(policy: config.Policy) -> dict:
@@ -161,13 +164,16 @@ def status_document(policy: config.Policy) -> dict:
 
     verdict = kernel.running_verdict()
     rec, states = _one_pass(policy, Log("stderr", "error"), dry_run=True)
-    daemon = _daemon_status()
-    known = {(l["ifindex"], l["name"]): l for l in daemon["links"]} if daemon else {}
+    daemon = _daemon_status(rec.netns)
+    # A link is (netns, ifindex); the name must agree too, or the daemon's row is
+    # of the link before a rename it has not seen yet.
+    known = {(l.get("netns"), l["ifindex"], l.get("name_hex")): l
+             for l in daemon["links"]} if daemon else {}
     threads = NapiThreads()
     links, summary = [], {}
     for st in states:
         row = st.as_dict()
-        seen = known.get((st.ifindex, st.name))
+        seen = known.get((st.netns, st.ifindex, row["name_hex"]))
         if seen and row["state"] == "pending":
             # The daemon knows why it differs (waiting for a peer, failed).
             row["state"], row["reason"] = seen["state"], seen["reason"]
@@ -180,8 +186,9 @@ def status_document(policy: config.Policy) -> dict:
         "version": __version__,
         "kernel": _kernel_doc(policy.daemon.kernel_guard, verdict,
                               daemon.get("kernel_native") if daemon else None),
+        "netns": rec.netns,
         "daemon": None if daemon is None else {
-            k: daemon.get(k) for k in ("pid", "since", "source", "policy_files", "stats")
+            k: daemon.get(k) for k in ("pid", "since", "source", "policy_files", "stats", "netns", "covers")
         },
         "links": links,
         "summary": summary,
@@ -214,7 +221,8 @@ def cmd_status(args, policy: config.Policy) -> int:
         if row["rule"] is None:
             continue
         now = "-" if row["current"] is None else str(row["current"])
-        line = (f"{row['name']:<16} {row['ifindex']:>7} {row['kind'] or '-':<10} {row['rule']:<12} "
+        name = ifname.printable(ifname.decode(bytes.fromhex(row["name_hex"])))
+        line = (f"{name:<16} {row['ifindex']:>7} {row['kind'] or '-':<10} {row['rule']:<12} "
                 f"{row['wanted']:<6} {now:<3} {row['napi_threads']:>4}  {row['state']}")
         if row["reason"]:
             line += f" ({row['reason']})"
@@ -235,7 +243,7 @@ def _journald_reachable() -> bool:
 
 
 def cmd_doctor(args) -> int:
-    from wgnapid.sysfs import ThreadedAttr
+    from wgnapid.netns import NetNamespace
 
     problems: list[str] = []
     try:
@@ -245,19 +253,30 @@ def cmd_doctor(args) -> int:
         problems.extend(exc.lines)
         policy, files = None, []
     verdict = kernel.running_verdict()
-    sysfs = ThreadedAttr()
-    attr = sysfs.supported()
-    if not attr:
-        problems.append("this kernel has no /sys/class/net/*/threaded attribute (needs 5.12+)")
-    view_ok = attr and sysfs.shows([link.name for link in _list_links()])
-    if attr and not view_ok:
-        problems.append(f"{sysfs.root} shows another network namespace's links (remount sysfs here)")
+    netns = None
+    try:
+        ns = NetNamespace.current()
+        netns = ns.id.ino
+    except OSError as exc:
+        ns, attr, view_ok = None, False, False
+        problems.append(f"cannot open /sys/class/net: {exc.strerror}")
+    if ns is not None:
+        try:
+            attr = ns.supported()
+            if not attr:
+                problems.append("this kernel has no /sys/class/net/*/threaded attribute (needs 5.12+)")
+            view_problem = ns.check_view()
+            view_ok = view_problem is None
+            if view_problem:
+                problems.append(ns.problem_line(view_problem))
+        finally:
+            ns.close()
     privilege_problem = _need_privileges()
     if privilege_problem:
         problems.append(privilege_problem)
     doc_links: dict[str, int] = {}
     native = None
-    if policy is not None and not privilege_problem and view_ok:
+    if policy is not None and not privilege_problem and view_ok and attr:
         status = status_document(policy)
         doc_links = status["summary"]
         native = status["kernel"]["native"]
@@ -268,6 +287,8 @@ def cmd_doctor(args) -> int:
         "version": __version__,
         "kernel": _kernel_doc(guard, verdict, native),
         "threaded_attribute": attr,
+        "netns": netns,
+        "sysfs_view": view_ok,  # /sys/class/net shows this network namespace's links
         "journald": _journald_reachable(),
         "policy_files": files,
         "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin()},
@@ -286,6 +307,8 @@ def cmd_doctor(args) -> int:
             print(f"            guard strict: WireGuard links are held; opt in with {kernel.OPT_IN_LINE}")
         print(f"native:     {'yes' if native else 'no' if native is False else 'unknown (no daemon running)'}")
         print(f"threaded:   {'attribute present' if attr else 'attribute MISSING'}")
+        print(f"sysfs:      {'shows' if view_ok else 'does NOT show'} this network namespace's links"
+              f" (netns {netns})")
         print(f"journald:   {'reachable' if doc['journald'] else 'not reachable (logging goes to stderr)'}")
         print(f"policy:     {', '.join(files) or 'INVALID'}")
         print(f"privileges: root={doc['privileges']['root']} cap_net_admin={doc['privileges']['cap_net_admin']}")

@@ -11,8 +11,9 @@ import syslog
 import time
 
 from wgnapid import __version__, config, kernel
-from wgnapid.links import NetlinkSource, Overflow, Rtnl, UdevSource, netns_id
+from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
+from wgnapid.netns import NetNamespace
 from wgnapid.reconciler import Reconciler
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
@@ -35,9 +36,53 @@ def notify(message: str) -> bool:
         return False
 
 
-def status_path() -> str:
-    runtime = os.environ.get("RUNTIME_DIRECTORY", DEFAULT_RUNTIME_DIR).split(":")[0]
-    return os.path.join(runtime, "status.json")
+def runtime_dir() -> str:
+    return os.environ.get("RUNTIME_DIRECTORY", DEFAULT_RUNTIME_DIR).split(":")[0]
+
+
+def status_path(netns: int) -> str:
+    """The status document of the daemon running in network namespace ``netns``
+    (nsfs inode): one per daemon, so daemons in different namespaces sharing a
+    runtime directory never overwrite or remove each other's."""
+    return os.path.join(runtime_dir(), f"status-{netns}.json")
+
+
+def status_documents() -> list[dict]:
+    """Every status document in the runtime directory whose daemon is alive."""
+    docs = []
+    try:
+        names = sorted(os.listdir(runtime_dir()))
+    except OSError:
+        return docs
+    for name in names:
+        if not (name.startswith("status-") and name.endswith(".json")):
+            continue
+        try:
+            with open(os.path.join(runtime_dir(), name)) as f:
+                doc = json.load(f)
+            os.kill(int(doc["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        docs.append(doc)
+    return docs
+
+
+def batch_order(events: list[LinkEvent]) -> list[tuple[int, bool, LinkEvent]]:
+    """What a batch of events means, per ifindex in the order first seen:
+    (ifindex, removed_first, last event).
+
+    Events are hints (the kernel is read anyway), so of the events after a
+    link's last removal only the last counts and the link is evaluated once.
+    But a removal ends a link: a delete followed by a create (the same ifindex
+    reused, or a link moved out and back) is two links, so ``removed_first``
+    says "forget what was known of this ifindex before evaluating the last
+    event", and the old link is logged gone and the new one seen as new.
+    """
+    seen: dict[int, tuple[bool, LinkEvent]] = {}
+    for ev in events:
+        prev = seen.get(ev.ifindex)
+        seen[ev.ifindex] = ((prev is not None and prev[0]) or ev.removed, ev)
+    return [(ifindex, removed, ev) for ifindex, (removed, ev) in seen.items()]
 
 
 def _watchdog_interval() -> float | None:
@@ -57,9 +102,9 @@ class Daemon:
         self.config_path = config_path
         self.log = log
         self.verdict = kernel.running_verdict()
-        self.netns = netns_id()
-        self.rec = Reconciler(policy, log, verdict=self.verdict, netns=self.netns)
-        self.rtnl = Rtnl()
+        self.ns = NetNamespace.current()
+        self.netns = self.ns.id.ino
+        self.rec = Reconciler(policy, log, self.ns, verdict=self.verdict)
         self.source = None
         self.sel = selectors.DefaultSelector()
         self.started = time.time()
@@ -79,8 +124,7 @@ class Daemon:
         if self.source is not None:
             self.sel.unregister(self.source)
             self.source.close()
-        cls = UdevSource if self.policy.daemon.source == "udev" else NetlinkSource
-        self.source = cls(self.rtnl)
+        self.source = self.ns.open_source(self.policy.daemon.source)
         self.sel.register(self.source, selectors.EVENT_READ)
 
     def _signals(self) -> None:
@@ -103,12 +147,15 @@ class Daemon:
 
     def resync(self, why: str) -> None:
         """Full re-list: the answer to start-up, overflow, reload and the timer."""
-        links, complete = self.rtnl.dump_consistent()
-        if why == "start-up" and not self.rec.attr.shows([link.name for link in links]):
-            raise RuntimeError(
-                f"{self.rec.attr.root} does not show this network namespace's links: mount "
-                "sysfs in this namespace (as `ip netns exec` does) before starting wgnapid"
-            )
+        if why == "start-up":
+            # Nothing is written through a sysfs view that is not this
+            # namespace's own (wgnapid.netns.check_view). The view is held as a
+            # directory fd from here on, so a later remount of /sys cannot
+            # change it.
+            problem = self.ns.check_view()
+            if problem:
+                raise RuntimeError(self.ns.problem_line(problem))
+        links, complete = self.ns.dump()
         # Start-up and reload finish their writes before READY=1; the timer and
         # an overflow do not hold up the events that come meanwhile.
         self.rec.sync(links, complete, wait=why in ("start-up", "reload"))
@@ -134,17 +181,17 @@ class Daemon:
             self._open_source()
             self.resync("overflow")
             return
-        # Only the last event of each link counts (the kernel is read anyway), and
-        # a link is evaluated once per batch, so its write is made once.
-        last = {ev.ifindex: ev for ev in events}
+        # A link is evaluated once per batch, so its write is made once; a
+        # removal in between ends the link that was (batch_order).
         batch = []
-        for ifindex, ev in last.items():
-            if ev.removed:
+        for ifindex, removed, ev in batch_order(events):
+            if removed:
                 self.rec.remove(ifindex)
+            if ev.removed:
                 continue
             link = ev.link
             if link is None:
-                link = self.rtnl.get(ifindex)  # udev without DEVTYPE: ask rtnetlink
+                link = self.ns.get(ifindex)  # udev without DEVTYPE: ask rtnetlink
                 if link is None:
                     self.rec.remove(ifindex)
                     continue
@@ -184,7 +231,10 @@ class Daemon:
             "version": __version__,
             "pid": os.getpid(),
             "since": self.started,
+            # The daemon's own namespace, and every namespace whose links this
+            # document lists (each link row names its netns too).
             "netns": self.netns,
+            "covers": [self.netns],
             "source": self.source.name if self.source else None,
             "policy_files": list(self.policy.files),
             "kernel_native": self.rec.native,
@@ -208,7 +258,7 @@ class Daemon:
         if text != self._status_text:
             notify(f"STATUS={text}")
             self._status_text = text
-        path = status_path()
+        path = status_path(self.netns)
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
@@ -229,7 +279,7 @@ class Daemon:
 
     def _remove_status(self) -> None:
         try:
-            os.unlink(status_path())
+            os.unlink(status_path(self.netns))
         except OSError:
             pass
 
@@ -290,4 +340,5 @@ class Daemon:
             self.rec.close()
             self.log.info("stopping", "wgnapid stopping")
             self._remove_status()
+            self.ns.close()
         return 0

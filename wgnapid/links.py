@@ -22,7 +22,7 @@ RTMGRP_LINK = 0x1
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x10, 0x300
-IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND = 3, 18, 1
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 18, 1
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 0x8
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -43,8 +43,9 @@ class Overflow(Exception):
 @dataclass(frozen=True, slots=True)
 class Link:
     ifindex: int
-    name: str
+    name: str  # the kernel's bytes, decoded losslessly (wgnapid.ifname.decode)
     kind: str  # IFLA_INFO_KIND, "" when the driver has none (e.g. loopback)
+    address: bytes | None = None  # IFLA_ADDRESS; None when the message has none (tun)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,6 @@ class LinkEvent:
     ifindex: int
     removed: bool
     link: Link | None  # None when the source only knows the index
-
-
-def netns_id() -> int:
-    """Identity of this process's network namespace (the inode of its nsfs file)."""
-    return os.stat("/proc/self/ns/net").st_ino
 
 
 def _attrs(data: memoryview, offset: int, end: int):
@@ -69,7 +65,8 @@ def _attrs(data: memoryview, offset: int, end: int):
 
 
 def _cstring(data: memoryview, start: int, stop: int) -> str:
-    return bytes(data[start:stop]).split(b"\0", 1)[0].decode(errors="replace")
+    # Lossless (surrogateescape), as wgnapid.ifname.decode: names are bytes.
+    return bytes(data[start:stop]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def parse_link(data: memoryview, offset: int, end: int) -> Link | None:
@@ -82,7 +79,7 @@ def parse_link(data: memoryview, offset: int, end: int) -> Link | None:
     if end - offset < _IFINFOMSG.size:
         return None  # too short to be a link message
     _family, _type, ifindex, _flags, _change = _IFINFOMSG.unpack_from(data, offset)
-    name, kind = "", ""
+    name, kind, address = "", "", None
     unpack = _RTATTR.unpack_from
     offset += _IFINFOMSG.size
     while offset + 4 <= end:
@@ -92,6 +89,8 @@ def parse_link(data: memoryview, offset: int, end: int) -> Link | None:
         attr &= 0x3FFF
         if attr == IFLA_IFNAME:
             name = _cstring(data, offset + 4, min(offset + length, end))
+        elif attr == IFLA_ADDRESS:
+            address = bytes(data[offset + 4 : min(offset + length, end)])
         elif attr == IFLA_LINKINFO:
             for sub, s_start, s_stop in _attrs(data, offset + 4, min(offset + length, end)):
                 if sub == IFLA_INFO_KIND:
@@ -100,7 +99,7 @@ def parse_link(data: memoryview, offset: int, end: int) -> Link | None:
             if name:
                 break
         offset += (length + 3) & ~3
-    return Link(ifindex, name, kind)
+    return Link(ifindex, name, kind, address)
 
 
 def _messages(buf: bytes):

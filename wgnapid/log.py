@@ -1,8 +1,11 @@
 """The one logging setup: journald through systemd-python, or plain stderr lines.
 
-Per-link entries carry INTERFACE, IFINDEX, WGNAPID_RULE, WGNAPID_STATE and a
-MESSAGE_ID that is stable per kind of event, so operators can filter with
-``journalctl MESSAGE_ID=...`` or ``journalctl INTERFACE=wg0``.
+Per-link entries carry INTERFACE, IFINDEX, WGNAPID_NETNS (the network
+namespace's nsfs inode: a link is (netns, ifindex)), WGNAPID_RULE,
+WGNAPID_STATE and a MESSAGE_ID that is stable per kind of event, so operators
+can filter with ``journalctl MESSAGE_ID=...`` or ``journalctl INTERFACE=wg0``.
+INTERFACE holds the kernel's bytes exactly (a name need not be UTF-8); the
+MESSAGE text shows the name escaped (wgnapid.ifname.printable).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import syslog
+
+from wgnapid import ifname
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "wgnapid"
@@ -81,7 +86,8 @@ class Log:
         if priority > self.threshold:
             return
         if self.target == "journal":
-            extra = {k.upper(): str(v) for k, v in fields.items() if v is not None}
+            extra = {k.upper(): v if isinstance(v, bytes) else str(v)
+                     for k, v in fields.items() if v is not None}
             self._send(
                 message,
                 PRIORITY=str(priority),
@@ -94,13 +100,16 @@ class Log:
             sys.stderr.flush()
 
     def link(self, kind: str, priority: int, message: str, *, name: str, ifindex: int,
-             rule: str | None, state: str) -> None:
+             rule: str | None, state: str, netns: int | None = None) -> None:
+        """One entry about one link; ``name`` as wgnapid.ifname keeps it (str,
+        surrogateescape), ``netns`` the namespace's nsfs inode."""
         self.event(
             kind,
             priority,
-            f"{name}: {message}",
-            interface=name,
+            f"{ifname.printable(name)}: {message}",
+            interface=ifname.encode(name),
             ifindex=ifindex,
+            wgnapid_netns=netns,
             wgnapid_rule=rule or "",
             wgnapid_state=state,
         )

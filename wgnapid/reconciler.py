@@ -18,12 +18,13 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from wgnapid import kernel
+from wgnapid import ifname, kernel
 from wgnapid.config import Policy
 from wgnapid.links import Link, wireguard_peer_count
 from wgnapid.log import Log
+from wgnapid.netns import NetNamespace
 from wgnapid.policy import decide
-from wgnapid.sysfs import Opened, Outcome, Result, ThreadedAttr
+from wgnapid.sysfs import Opened, Outcome, Result
 
 RETRY_FIRST = 0.1  # seconds; doubles up to RETRY_CAP_SHARE * pending_max_delay
 # Retries of a waiting link are at most 90% of pending_max_delay apart: the other
@@ -59,8 +60,11 @@ _PRIORITY = {
 
 @dataclass(slots=True)
 class LinkState:
+    """One link: (netns, ifindex) is its identity; name and kind follow events."""
+
+    netns: int  # the namespace's nsfs inode (NsId.ino)
     ifindex: int
-    name: str
+    name: str  # wgnapid.ifname: the kernel's bytes, decoded losslessly
     kind: str
     rule: str | None = None
     wanted: str = "ignore"
@@ -77,7 +81,8 @@ class LinkState:
 
     def as_dict(self) -> dict:
         return {
-            "name": self.name,
+            **ifname.json_fields(self.name),  # "name", "name_hex"
+            "netns": self.netns,
             "ifindex": self.ifindex,
             "kind": self.kind,
             "rule": self.rule,
@@ -173,22 +178,25 @@ class _Writers:
 
 
 class Reconciler:
+    """The links of one network namespace (``ns``, a wgnapid.netns.NetNamespace):
+    every sysfs access goes through ns.open_threaded, which proves the link."""
+
     def __init__(
         self,
         policy: Policy,
         log: Log,
+        ns: NetNamespace,
         *,
-        attr: ThreadedAttr | None = None,
         verdict: kernel.Verdict | None = None,
         dry_run: bool = False,
         one_shot: bool = False,
         clock: Callable[[], float] = time.monotonic,
         peer_count: Callable[[str], int | None] = wireguard_peer_count,
-        netns: int = 0,
     ):
         self.policy = policy
         self.log = log
-        self.attr = attr or ThreadedAttr()
+        self.ns = ns
+        self.attr = ns.attr
         self.verdict = verdict or kernel.running_verdict()
         self.dry_run = dry_run
         # `apply`, run by config management again and again: every link "becomes"
@@ -198,8 +206,8 @@ class Reconciler:
         self.peer_count = peer_count
         # One reconciler per network namespace (each has its own sysfs view and
         # event sources): a link's identity is (netns, ifindex), with the
-        # namespace held here and in every published record.
-        self.netns = netns
+        # namespace held here and in every published record and journal entry.
+        self.netns = ns.id.ino
         self.links: dict[int, LinkState] = {}  # by ifindex
         self.native = False
         self.generation = 0  # bumped on every state change: "is there news to publish?"
@@ -266,21 +274,29 @@ class Reconciler:
         write is returned as a _Write for _write and _finish."""
         st = self.links.get(link.ifindex)
         if st is None:
-            st = self.links[link.ifindex] = LinkState(link.ifindex, link.name, link.kind)
-        elif st.writing:
-            st.again = True  # one write per link at a time; collect() looks again
-            return st
-        elif st.name != link.name or st.kind != link.kind:
+            st = self.links[link.ifindex] = LinkState(self.netns, link.ifindex, link.name, link.kind)
+        else:
+            # Names and kinds follow every event, also while a write is in
+            # flight: that write holds an fd under the proven directory, so it
+            # still reaches this link, and what is logged of it uses this name.
             st.name, st.kind = link.name, link.kind
+            if st.writing:
+                st.again = True  # one write per link at a time; collect() looks again
+                return st
         self.stats.evaluations += 1
-        decision = decide(self.policy, st.name, st.kind)
-        st.rule, st.wanted = decision.rule, decision.wanted
         st.changed = False
-        if st.wanted == "ignore":
-            st.before = st.current = None
+        if not self._decide(st):
             return self._settle(st, IGNORED if st.rule else UNMATCHED)
 
-        opened = self.attr.open(st.name, write=not self.dry_run)
+        # The identity proof: the directory's ifindex is compared, and a stale
+        # name corrected through rtnetlink (wgnapid.netns).
+        opened, current = self.ns.open_threaded(st.ifindex, st.name, write=not self.dry_run)
+        if current is not None and (current.name, current.kind) != (st.name, st.kind):
+            st.name, st.kind = current.name, current.kind
+            if not self._decide(st):  # renamed out of its rule
+                if not isinstance(opened, Result):
+                    self.attr.close(opened)
+                return self._settle(st, IGNORED if st.rule else UNMATCHED)
         if isinstance(opened, Result):
             return self._fail_or_gone(st, opened)
         step = None
@@ -290,6 +306,15 @@ class Reconciler:
             if not isinstance(step, _Write):  # a _Write takes the fd to the writer
                 self.attr.close(opened)
         return step
+
+    def _decide(self, st: LinkState) -> bool:
+        """Apply the policy to the link's name and kind; True when it is to be read."""
+        decision = decide(self.policy, st.name, st.kind)
+        st.rule, st.wanted = decision.rule, decision.wanted
+        if st.wanted == "ignore":
+            st.before = st.current = None
+            return False
+        return True
 
     def _evaluate_value(self, st: LinkState, opened: Opened, new: bool) -> LinkState | _Write:
         read = self.attr.read_opened(opened)
@@ -353,7 +378,7 @@ class Reconciler:
                 f"link-{st.state}",
                 syslog.LOG_NOTICE,
                 f"re-asserted threaded={want} (it had been changed to {w.before})",
-                name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state,
+                name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state, netns=self.netns,
             )
         return self._settle(st, THREADED if want else OFF)
 
@@ -364,7 +389,7 @@ class Reconciler:
             self.native = True
             self.log.info(
                 "kernel-native",
-                f"the kernel threads WireGuard links itself ({st.name} was threaded before it "
+                f"the kernel threads WireGuard links itself ({ifname.printable(st.name)} was threaded before it "
                 "had a peer); wgnapid only verifies them from now on",
             )
 
@@ -407,7 +432,7 @@ class Reconciler:
             text += f": {st.reason}"
         self.log.link(
             f"link-{st.state}", _PRIORITY[st.state], text + rule,
-            name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state,
+            name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state, netns=self.netns,
         )
 
     # -- retries ----------------------------------------------------------
@@ -450,7 +475,7 @@ class Reconciler:
         if not self.dry_run and not self.one_shot and st.state not in (IGNORED, UNMATCHED):
             self.log.link(
                 "link-gone", _PRIORITY[GONE], "gone" + (f" ({reason})" if reason else ""),
-                name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE,
+                name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE, netns=self.netns,
             )
 
     def sync(self, links: list[Link], complete: bool = True, *, wait: bool = True) -> None:

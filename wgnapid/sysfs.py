@@ -11,23 +11,9 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import re
 from dataclasses import dataclass
 
 DEFAULT_ROOT = "/sys/class/net"
-
-# Kernel rule (dev_valid_name): 1-15 bytes, not "." or "..", no "/", ":" or
-# whitespace. Checked before a name is ever joined into a path.
-_IFNAME_RE = re.compile(r"[^/:\s\0]{1,15}")
-
-
-def valid_ifname(name: str) -> bool:
-    return (
-        isinstance(name, str)
-        and name not in (".", "..")
-        and _IFNAME_RE.fullmatch(name) is not None
-        and len(name.encode()) <= 15
-    )
 
 
 class Outcome(enum.Enum):
@@ -66,47 +52,49 @@ def _classify(exc: OSError, action: str) -> Result:
 
 @dataclass(slots=True)
 class Opened:
-    """A link's `threaded` attribute, open (see ThreadedAttr.open)."""
+    """A link's `threaded` attribute, open (see ThreadedAttr.open).
+
+    ``ifname``: the link's name when it was opened (for messages only);
+    ``dirfd``: the link's sysfs directory, kept open only when the attribute
+    could not be opened for writing, so that a write opens it again relative
+    to the same (proven) directory and reports the kernel's reason."""
 
     ifname: str
     fd: int
     writable: bool
+    dirfd: int = -1
 
 
 class ThreadedAttr:
-    """Reads and writes the `threaded` attribute of links under one sysfs root."""
+    """Reads and writes the `threaded` attribute of one link, relative to the
+    link's sysfs directory (a directory fd). Which directory belongs to which
+    link is proven by wgnapid.netns (NetNamespace.open_threaded); nothing here
+    builds a path from a name."""
 
-    def __init__(self, root: str = DEFAULT_ROOT):
-        self.root = root
-
-    def path(self, ifname: str) -> str:
-        if not valid_ifname(ifname):
-            raise ValueError(f"invalid interface name {ifname!r}")
-        return f"{self.root}/{ifname}/threaded"
-
-    def supported(self) -> bool:
-        """Whether this kernel has the attribute at all (5.12+): look at `lo`."""
-        return os.path.exists(f"{self.root}/lo/threaded")
-
-    def open(self, ifname: str, *, write: bool = True) -> Opened | Result:
-        """One open for a read, a write and the read-back (each kernfs open costs
-        about as much as the read itself). Where the file cannot be opened for
-        writing (not root, read-only sysfs), it is opened for reading, and a
-        write then fails with the reason."""
-        try:
-            path = self.path(ifname)
-        except ValueError as exc:
-            return Result(Outcome.ERROR, detail=str(exc))
+    def open(self, dirfd: int, ifname: str, *, write: bool = True) -> Opened | Result:
+        """Open `threaded` under the directory ``dirfd`` (openat). One open serves
+        a read, a write and the read-back (each kernfs open costs about as much as
+        the read itself). Where the file cannot be opened for writing (not root,
+        read-only sysfs), it is opened for reading, and a write then fails with
+        the reason. ``dirfd`` stays the caller's."""
         try:
             if write:
                 try:
-                    return Opened(ifname, os.open(path, os.O_RDWR | os.O_CLOEXEC), True)
+                    return Opened(ifname, os.open("threaded", os.O_RDWR | os.O_CLOEXEC, dir_fd=dirfd), True)
                 except OSError as exc:
                     if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                         raise
-            return Opened(ifname, os.open(path, os.O_RDONLY | os.O_CLOEXEC), False)
+            fd = os.open("threaded", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError as exc:
             return _classify(exc, "open")
+        keep = -1
+        if write:
+            try:
+                keep = os.dup(dirfd)
+            except OSError as exc:
+                os.close(fd)
+                return _classify(exc, "open")
+        return Opened(ifname, fd, False, keep)
 
     def read_opened(self, op: Opened) -> Result:
         try:
@@ -125,7 +113,12 @@ class ThreadedAttr:
         data = b"1\n" if value else b"0\n"
         try:
             # Opened read-only: this open fails with the reason (EACCES, EROFS...).
-            fd = op.fd if op.writable else os.open(self.path(op.ifname), os.O_WRONLY | os.O_CLOEXEC)
+            if op.writable:
+                fd = op.fd
+            elif op.dirfd >= 0:
+                fd = os.open("threaded", os.O_WRONLY | os.O_CLOEXEC, dir_fd=op.dirfd)
+            else:
+                return Result(Outcome.ERROR, detail="write: opened for reading only")
         except OSError as exc:
             return _classify(exc, "open for write")
         try:
@@ -143,22 +136,12 @@ class ThreadedAttr:
 
     def close(self, op: Opened) -> None:
         os.close(op.fd)
+        if op.dirfd >= 0:
+            os.close(op.dirfd)
+            op.dirfd = -1
 
-    def shows(self, names: list[str]) -> bool:
-        """Whether this sysfs shows these links (rtnetlink's view of our namespace).
-
-        /sys shows the namespace of whoever mounted it, not of the process
-        (KERNEL-FACTS.md): a daemon setns()'d elsewhere without remounting
-        would read and write other links of the same name, or none.
-        """
-        try:
-            present = set(os.listdir(self.root))
-        except OSError:
-            return False
-        return all(name in present for name in names)
-
-    def read(self, ifname: str) -> Result:
-        op = self.open(ifname, write=False)
+    def read(self, dirfd: int, ifname: str = "") -> Result:
+        op = self.open(dirfd, ifname, write=False)
         if isinstance(op, Result):
             return op
         try:
@@ -166,10 +149,10 @@ class ThreadedAttr:
         finally:
             self.close(op)
 
-    def write(self, ifname: str, value: int) -> Result:
+    def write(self, dirfd: int, value: int, ifname: str = "") -> Result:
         if value not in (0, 1):
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
-        op = self.open(ifname)
+        op = self.open(dirfd, ifname)
         if isinstance(op, Result):
             return op
         try:
@@ -200,7 +183,7 @@ class NapiThreads:
                 continue
             # "pid (comm) state ppid ...": comm may hold spaces or parentheses.
             lpar, rpar = stat.find(b"("), stat.rfind(b")")
-            comm = stat[lpar + 1 : rpar].decode(errors="replace")
+            comm = stat[lpar + 1 : rpar].decode(errors="surrogateescape")  # as wgnapid.ifname
             if not comm.startswith("napi/"):
                 continue
             fields = stat[rpar + 2 :].split()

@@ -353,10 +353,15 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(10)
 
+    @property
+    def status_path(self) -> Path:
+        """The daemon's published view: $RUNTIME_DIRECTORY/status-<netns inode>.json."""
+        return self.runtime / f"status-{os.stat('/proc/self/ns/net').st_ino}.json"
+
     def status_file(self) -> dict | None:
-        """The daemon's published view ($RUNTIME_DIRECTORY/status.json), or None."""
+        """The daemon's published view, or None."""
         try:
-            return json.loads((self.runtime / "status.json").read_text())
+            return json.loads(self.status_path.read_text())
         except (OSError, ValueError):
             return None
 

@@ -94,7 +94,7 @@ def check_first_peer_later(daemon, links, keys, dev: str, net: int, record_prope
         f"threaded {latency:.2f} s after the first peer; pending_max_delay is {PENDING_MAX_DELAY}")
     assert napi_thread_count(dev) == 1
     # The change came from the retry timer, not an event: the published view
-    # (status.json, rewritten at most once a second) must follow all the same.
+    # (status-<netns>.json, rewritten at most once a second) must follow all the same.
     wait_published(daemon, dev, "threaded", timeout=1 + TCG_SLACK + 1)
     return latency
 
@@ -372,7 +372,7 @@ def test_s10_console_script_journald_sigterm(daemons, enforcing_policy, record_p
     assert seconds <= 2.0
     guestlib.journal_sync()
     assert any("stopping" in e["MESSAGE"] for e in stopped.journal())
-    assert not (stopped.runtime / "status.json").exists()
+    assert not stopped.status_path.exists()
     # Every daemon this session stopped exited 0 (and how fast).
     record_property("sigterm_exit_all_s",
                     [round(d.stop_seconds or 0, 3) for d in daemons.stopped])

@@ -86,7 +86,7 @@ def test_restart_reconciles_before_ready(netns, daemon_factory, tmp_path):
     netns.set_threaded("vo0", 1)
     d = daemon_factory(policy).start()
     assert netns.values("va0", "vo0") == {"va0": 1, "vo0": 0}
-    status_file = d.runtime_dir / "status.json"
+    status_file = d.status_path()
     assert status_file.exists()
 
     rc, seconds = d.stop()

@@ -150,6 +150,11 @@ class Netns:
         self.name = name
         self._agent: Agent | None = None
 
+    @property
+    def inode(self) -> int:
+        """The namespace's nsfs inode (what wgnapid calls its netns)."""
+        return os.stat(f"/run/netns/{self.name}").st_ino
+
     def exec_argv(self, *argv) -> list[str]:
         return ["ip", "netns", "exec", self.name, *map(str, argv)]
 
@@ -352,9 +357,14 @@ class Daemon:
     def log_lines(self) -> list[str]:
         return [l for l in self.log().splitlines() if not l.startswith("--- start ")]
 
+    def status_path(self) -> Path:
+        """The daemon's status document: one per daemon, named by its network
+        namespace (status-<netns inode>.json)."""
+        return self.runtime_dir / f"status-{self.ns.inode}.json"
+
     def status_file(self) -> dict | None:
         try:
-            return json.loads((self.runtime_dir / "status.json").read_text())
+            return json.loads(self.status_path().read_text())
         except (OSError, ValueError):
             return None
 

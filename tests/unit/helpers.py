@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 
 from wgnapid.config import DaemonConfig, Policy, Rule
+from wgnapid.links import Link
 from wgnapid.log import Log
+from wgnapid.netns import NetNamespace, NsId
 
 
 def rule(name, threaded="on", kinds=("*",), interfaces=("*",), netns=("*",)):
@@ -23,18 +25,40 @@ def policy(*rules, **daemon):
 
 
 class FakeSysfs:
-    """A directory laid out like /sys/class/net: <root>/<dev>/threaded."""
+    """A directory laid out like /sys/class/net: <root>/<dev>/{threaded,ifindex}.
+
+    ``ifindex``: the link's `ifindex` attribute (wgnapid.netns proves a link by
+    it); None leaves it out, so no link is ever proven there."""
 
     def __init__(self, root: Path):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.kinds: dict[str, str] = {}
 
-    def add(self, name: str, content: str = "0\n") -> Path:
+    def add(self, name: str, content: str = "0\n", ifindex: int | None = None,
+            kind: str = "wireguard") -> Path:
         d = self.root / name
         d.mkdir(exist_ok=True)
         f = d / "threaded"
         f.write_text(content)
+        if ifindex is not None:
+            (d / "ifindex").write_text(f"{ifindex}\n")
+        self.kinds[name] = kind
         return f
+
+    def rename(self, old: str, new: str) -> None:
+        os.rename(self.root / old, self.root / new)
+        self.kinds[new] = self.kinds.pop(old, "wireguard")
+
+    def links(self) -> list[Link]:
+        out = []
+        for d in sorted(self.root.iterdir()):
+            try:
+                ifindex = int((d / "ifindex").read_text())
+            except (OSError, ValueError):
+                continue
+            out.append(Link(ifindex, d.name, self.kinds.get(d.name, "wireguard")))
+        return out
 
     def set(self, name: str, content: str) -> None:
         (self.root / name / "threaded").write_text(content)
@@ -43,8 +67,37 @@ class FakeSysfs:
         return (self.root / name / "threaded").read_text()
 
     def remove(self, name: str) -> None:
-        (self.root / name / "threaded").unlink()
+        for f in (self.root / name).iterdir():
+            f.unlink()
         (self.root / name).rmdir()
+
+
+class FakeRtnl:
+    """rtnetlink as the fake sysfs tree says (what the kernel would answer), with
+    the lookups by ifindex recorded."""
+
+    def __init__(self, sysfs: FakeSysfs):
+        self.sysfs = sysfs
+        self.gets: list[int] = []
+        self.override: dict[int, Link | None] = {}  # answers that differ from the tree
+
+    def get(self, ifindex: int) -> Link | None:
+        self.gets.append(ifindex)
+        if ifindex in self.override:
+            return self.override[ifindex]
+        return next((l for l in self.sysfs.links() if l.ifindex == ifindex), None)
+
+    def dump_consistent(self, attempts: int = 5):
+        return self.sysfs.links(), True
+
+    def close(self) -> None:
+        pass
+
+
+def fake_ns(sysfs: FakeSysfs, attr=None, ino: int = 4026531999) -> NetNamespace:
+    """A NetNamespace whose sysfs view is the fake tree and whose rtnetlink is FakeRtnl."""
+    dirfd = os.open(sysfs.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return NetNamespace(NsId(0, ino), "test", FakeRtnl(sysfs), dirfd, str(sysfs.root), attr)
 
 
 class RecordingLog(Log):

@@ -14,9 +14,9 @@ from wgnapid import kernel
 from wgnapid.links import Link
 from wgnapid.log import Log
 from wgnapid.reconciler import RETRY_FIRST, Reconciler
-from wgnapid.sysfs import Outcome, Result, ThreadedAttr
+from wgnapid.sysfs import Outcome, Result, ThreadedAttr  # noqa: F401
 
-from .helpers import policy, rule
+from .helpers import fake_ns, policy, rule
 
 SAFE = kernel.verdict_for("6.12.117+deb12-amd64")
 RISKY = kernel.verdict_for("6.1.0-50-amd64", "Debian 6.1.176-1")
@@ -40,8 +40,9 @@ class Attr(ThreadedAttr):
     replace a write's outcome; names in `ignore_writes` accept the write but
     the kernel keeps its value."""
 
-    def __init__(self, root):
-        super().__init__(root=str(root))
+    def __init__(self, fakesys):
+        super().__init__()
+        self.fakesys = fakesys
         self.writes: list[tuple[str, int]] = []
         self.unsettable: set[str] = set()
         self.forced: dict[str, Result] = {}
@@ -72,7 +73,7 @@ def clock():
 
 @pytest.fixture
 def attr(fakesys):
-    return Attr(fakesys.root)
+    return Attr(fakesys)
 
 
 def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, one_shot=False, peers=None,
@@ -84,7 +85,7 @@ def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, one_shot=False, 
         peer_calls.append(name)
         return (peers or {}).get(name, 1)
 
-    rec = Reconciler(pol, log, attr=attr, verdict=verdict, dry_run=dry_run, one_shot=one_shot,
+    rec = Reconciler(pol, log, fake_ns(attr.fakesys, attr), verdict=verdict, dry_run=dry_run, one_shot=one_shot,
                      clock=clock, peer_count=peer_count)
     rec.peer_calls = peer_calls
     return rec
@@ -93,14 +94,14 @@ def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, one_shot=False, 
 def state_logs(log, link_name=None):
     """Per-link state-change entries (not notices such as drift re-asserts)."""
     return [e for e in log.events if e[0].startswith("link-") and e[1] != syslog.LOG_NOTICE
-            and (link_name is None or e[3].get("interface") == link_name)]
+            and (link_name is None or e[3].get("interface") == (link_name and link_name.encode()))]
 
 
 # -- the plain path -------------------------------------------------------------------
 
 
 def test_wanted_on_reading_0_is_written_1_and_threaded(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     st = rec.observe(WG)
     assert st.state == "threaded"
@@ -113,12 +114,12 @@ def test_wanted_on_reading_0_is_written_1_and_threaded(fakesys, attr, rlog, cloc
     kind, prio, msg, fields = entry
     assert kind == "link-threaded" and prio == syslog.LOG_INFO
     assert msg.startswith("wg0: ")
-    assert fields == {"interface": "wg0", "ifindex": 5, "wgnapid_rule": "all",
-                      "wgnapid_state": "threaded"}
+    assert fields == {"interface": b"wg0", "ifindex": 5, "wgnapid_rule": "all",
+                      "wgnapid_state": "threaded", "wgnapid_netns": rec.netns}
 
 
 def test_already_as_wanted_is_not_written(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock)
     st = rec.observe(WG)
     assert st.state == "threaded" and not st.changed
@@ -126,14 +127,14 @@ def test_already_as_wanted_is_not_written(fakesys, attr, rlog, clock):
 
 
 def test_wanted_off_reading_1_is_written_0(fakesys, attr, rlog, clock):
-    fakesys.add("veth0", "1\n")
+    fakesys.add("veth0", "1\n", 6, "veth")
     rec = make(attr, rlog, clock, rule("v", "off", kinds=["veth"]))
     assert rec.observe(VETH).state == "off"
     assert fakesys.get("veth0") == "0\n"
 
 
 def test_re_observing_a_settled_link_logs_nothing_new(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     for _ in range(5):
         rec.observe(WG)
@@ -154,7 +155,7 @@ def test_unmatched_and_ignored_links_are_not_read_or_written(fakesys, attr, rlog
 
 
 def test_stderr_log_line(fakesys, attr, clock, capsys):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, Log("stderr", "debug"), clock)
     rec.observe(WG)
     err = capsys.readouterr().err
@@ -167,7 +168,7 @@ def test_stderr_log_line(fakesys, attr, clock, capsys):
 
 
 def test_not_settable_waits_and_backs_off_to_the_cap(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.unsettable.add("wg0")
     rec = make(attr, rlog, clock, pending_max_delay=1.5)
     st = rec.observe(WG)
@@ -191,7 +192,7 @@ def test_not_settable_waits_and_backs_off_to_the_cap(fakesys, attr, rlog, clock)
 
 
 def test_retry_is_not_made_before_it_is_due(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.unsettable.add("wg0")
     rec = make(attr, rlog, clock)
     rec.observe(WG)
@@ -203,7 +204,7 @@ def test_retry_is_not_made_before_it_is_due(fakesys, attr, rlog, clock):
 
 
 def test_cap_below_the_first_delay(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.unsettable.add("wg0")
     rec = make(attr, rlog, clock, pending_max_delay=0.05)
     rec.observe(WG)
@@ -214,7 +215,7 @@ def test_cap_below_the_first_delay(fakesys, attr, rlog, clock):
 
 
 def test_becoming_settable_is_threaded_on_the_next_retry(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.unsettable.add("wg0")
     rec = make(attr, rlog, clock)
     rec.observe(WG)
@@ -232,8 +233,8 @@ def test_becoming_settable_is_threaded_on_the_next_retry(fakesys, attr, rlog, cl
 
 
 def test_several_waiting_links_are_retried_in_due_order(fakesys, attr, rlog, clock):
-    for name in ("wg0", "wg1"):
-        fakesys.add(name, "0\n")
+    for i, name in enumerate(("wg0", "wg1"), 1):
+        fakesys.add(name, "0\n", i)
         attr.unsettable.add(name)
     rec = make(attr, rlog, clock)
     rec.observe(Link(1, "wg0", "wireguard"))
@@ -248,7 +249,7 @@ def test_several_waiting_links_are_retried_in_due_order(fakesys, attr, rlog, clo
 
 
 def test_a_waiting_link_that_goes_away_has_no_retry(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.unsettable.add("wg0")
     rec = make(attr, rlog, clock)
     rec.observe(WG)
@@ -260,7 +261,7 @@ def test_a_waiting_link_that_goes_away_has_no_retry(fakesys, attr, rlog, clock):
 
 
 def test_a_waiting_veth_explains_link_down_or_gro(fakesys, attr, rlog, clock):
-    fakesys.add("veth0", "0\n")
+    fakesys.add("veth0", "0\n", 6, "veth")
     attr.unsettable.add("veth0")
     rec = make(attr, rlog, clock)
     assert "GRO" in rec.observe(VETH).reason
@@ -270,7 +271,7 @@ def test_a_waiting_veth_explains_link_down_or_gro(fakesys, attr, rlog, clock):
 
 
 def test_permission_failure(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.forced["wg0"] = Result(Outcome.PERMISSION, detail="write: Operation not permitted; "
                                 "needs CAP_NET_ADMIN")
     rec = make(attr, rlog, clock)
@@ -283,7 +284,7 @@ def test_permission_failure(fakesys, attr, rlog, clock):
 
 
 def test_written_but_the_kernel_still_reads_the_old_value(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.ignore_writes.add("wg0")
     rec = make(attr, rlog, clock)
     st = rec.observe(WG)
@@ -292,7 +293,7 @@ def test_written_but_the_kernel_still_reads_the_old_value(fakesys, attr, rlog, c
 
 
 def test_short_write_means_gone(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.forced["wg0"] = Result(Outcome.GONE, detail="short write (0 of 2 bytes)")
     rec = make(attr, rlog, clock)
     assert rec.observe(WG).state == "gone"
@@ -304,7 +305,7 @@ def test_short_write_means_gone(fakesys, attr, rlog, clock):
 
 @pytest.mark.parametrize("verdict", [RISKY, UNKNOWN], ids=["risky", "unknown"])
 def test_strict_guard_holds_wireguard_and_writes_nothing(fakesys, attr, rlog, clock, verdict):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock, verdict=verdict, kernel_guard="strict")
     st = rec.observe(WG)
     assert st.state == "held"
@@ -315,13 +316,13 @@ def test_strict_guard_holds_wireguard_and_writes_nothing(fakesys, attr, rlog, cl
 
 
 def test_strict_guard_leaves_other_kinds_alone(fakesys, attr, rlog, clock):
-    fakesys.add("veth0", "0\n")
+    fakesys.add("veth0", "0\n", 6, "veth")
     rec = make(attr, rlog, clock, verdict=RISKY, kernel_guard="strict")
     assert rec.observe(VETH).state == "threaded"
 
 
 def test_strict_guard_does_not_stop_turning_wireguard_off(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock, rule("wg", "off", kinds=["wireguard"]), verdict=RISKY,
                kernel_guard="strict")
     assert rec.observe(WG).state == "off"
@@ -330,14 +331,14 @@ def test_strict_guard_does_not_stop_turning_wireguard_off(fakesys, attr, rlog, c
 
 @pytest.mark.parametrize("guard", ["warn", "off"])
 def test_warn_and_off_guard_write(fakesys, attr, rlog, clock, guard):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock, verdict=RISKY, kernel_guard=guard)
     assert rec.observe(WG).state == "threaded"
     assert fakesys.get("wg0") == "1\n"
 
 
 def test_strict_guard_on_a_safe_kernel_writes(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock, verdict=SAFE, kernel_guard="strict")
     assert rec.observe(WG).state == "threaded"
 
@@ -346,7 +347,7 @@ def test_strict_guard_on_a_safe_kernel_writes(fakesys, attr, rlog, clock):
 
 
 def test_new_peerless_wireguard_reading_1_is_native_and_never_written(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock, peers={"wg0": 0})
     st = rec.observe(WG, new=True)
     assert st.state == "native"
@@ -360,15 +361,15 @@ def test_new_peerless_wireguard_reading_1_is_native_and_never_written(fakesys, a
     assert attr.writes == []
     assert fakesys.get("wg0") == "0\n"
     # Another new WireGuard link reading 0 is not written either.
-    fakesys.add("wg1", "0\n")
+    fakesys.add("wg1", "0\n", 9)
     assert rec.observe(Link(9, "wg1", "wireguard"), new=True).state == "native"
     assert attr.writes == []
     assert rlog.kinds().count("kernel-native") == 1
 
 
 def test_native_does_not_apply_to_other_kinds(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "1\n")
-    fakesys.add("veth0", "0\n")
+    fakesys.add("wg0", "1\n", 5)
+    fakesys.add("veth0", "0\n", 6, "veth")
     rec = make(attr, rlog, clock, peers={"wg0": 0})
     rec.observe(WG, new=True)
     assert rec.observe(VETH).state == "threaded"
@@ -377,7 +378,7 @@ def test_native_does_not_apply_to_other_kinds(fakesys, attr, rlog, clock):
 
 @pytest.mark.parametrize("peers", [1, None], ids=["has-a-peer", "cannot-ask"])
 def test_not_native_when_it_has_peers_or_peers_are_unknown(fakesys, attr, rlog, clock, peers):
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock, peers={"wg0": peers})
     assert rec.observe(WG, new=True).state == "threaded"
     assert rec.native is False
@@ -385,7 +386,7 @@ def test_not_native_when_it_has_peers_or_peers_are_unknown(fakesys, attr, rlog, 
 
 def test_not_native_when_seen_at_start_up_before_6_16(fakesys, attr, rlog, clock):
     # Not new: wgnapid (an earlier run) or an admin may have set it.
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock, peers={"wg0": 0})
     assert rec.observe(WG).state == "threaded"
     assert rec.native is False
@@ -395,7 +396,7 @@ def test_not_native_when_seen_at_start_up_before_6_16(fakesys, attr, rlog, clock
 def test_native_at_start_up_on_6_16_and_later(fakesys, attr, rlog, clock):
     # Where mainline threads WireGuard from birth, a peerless link that was
     # there before wgnapid started is evidence too.
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock, peers={"wg0": 0}, verdict=kernel.verdict_for("6.16.3-arch1-1"))
     assert rec.observe(WG).state == "native"
     assert rec.native is True
@@ -403,7 +404,7 @@ def test_native_at_start_up_on_6_16_and_later(fakesys, attr, rlog, clock):
 
 
 def test_not_native_when_wgnapid_wrote_it(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock, peers={"wg0": 0})
     rec.observe(WG)
     assert rec.observe(WG, new=True).state == "threaded"
@@ -411,7 +412,7 @@ def test_not_native_when_wgnapid_wrote_it(fakesys, attr, rlog, clock):
 
 
 def test_native_takes_precedence_over_the_guard(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock, verdict=UNKNOWN, kernel_guard="strict", peers={"wg0": 0})
     assert rec.observe(WG, new=True).state == "native"
 
@@ -420,7 +421,7 @@ def test_native_takes_precedence_over_the_guard(fakesys, attr, rlog, clock):
 
 
 def test_a_removed_link_is_gone_and_logged_once(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     rec.observe(WG)
     fakesys.remove("wg0")
@@ -432,12 +433,12 @@ def test_a_removed_link_is_gone_and_logged_once(fakesys, attr, rlog, clock):
     rec.sync([])
     assert rlog.kinds() == ["link-threaded", "link-gone"]
     gone = rlog.of("link-gone")[0]
-    assert gone[3]["interface"] == "wg0" and gone[3]["wgnapid_state"] == "gone"
+    assert gone[3]["interface"] == b"wg0" and gone[3]["wgnapid_state"] == "gone"
     assert rec.summary() == {}
 
 
 def test_removal_event_first_then_resync(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "1\n")
+    fakesys.add("wg0", "1\n", 5)
     rec = make(attr, rlog, clock)
     rec.observe(WG)
     fakesys.remove("wg0")
@@ -458,7 +459,7 @@ def test_removing_an_unmatched_link_logs_nothing(attr, rlog, clock):
 
 
 def test_drift_is_re_asserted_with_a_notice(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     rec.observe(WG)
     fakesys.set("wg0", "0\n")  # an admin, or the kernel after a kthread failure
@@ -468,12 +469,12 @@ def test_drift_is_re_asserted_with_a_notice(fakesys, attr, rlog, clock):
     notices = [e for e in rlog.events if e[1] == syslog.LOG_NOTICE]
     assert len(notices) == 1
     assert "re-asserted" in notices[0][2]
-    assert notices[0][3]["interface"] == "wg0"
+    assert notices[0][3]["interface"] == b"wg0"
     assert len(state_logs(rlog)) == 1  # no second "threaded" state change
 
 
 def test_drift_of_an_off_link(fakesys, attr, rlog, clock):
-    fakesys.add("veth0", "0\n")
+    fakesys.add("veth0", "0\n", 6, "veth")
     rec = make(attr, rlog, clock, rule("v", "off"))
     rec.observe(VETH)
     fakesys.set("veth0", "1\n")
@@ -483,7 +484,7 @@ def test_drift_of_an_off_link(fakesys, attr, rlog, clock):
 
 
 def test_first_write_is_not_called_drift(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     rec.observe(WG)
     assert not any("re-asserted" in e[2] for e in rlog.events)
@@ -493,8 +494,8 @@ def test_first_write_is_not_called_drift(fakesys, attr, rlog, clock):
 
 
 def test_dry_run_is_pending_and_writes_nothing(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
-    fakesys.add("veth0", "1\n")
+    fakesys.add("wg0", "0\n", 5)
+    fakesys.add("veth0", "1\n", 6, "veth")
     rec = make(attr, rlog, clock, dry_run=True)
     st = rec.observe(WG)
     assert st.state == "pending"
@@ -508,7 +509,7 @@ def test_dry_run_is_pending_and_writes_nothing(fakesys, attr, rlog, clock):
 
 
 def test_dry_run_still_reports_held(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock, verdict=RISKY, dry_run=True)
     assert rec.observe(WG).state == "held"
 
@@ -517,8 +518,8 @@ def test_dry_run_still_reports_held(fakesys, attr, rlog, clock):
 
 
 def test_complete_sync_forgets_unlisted_links(fakesys, attr, rlog, clock):
-    for name in ("wg0", "wg1", "wg2"):
-        fakesys.add(name, "0\n")
+    for i, name in enumerate(("wg0", "wg1", "wg2"), 1):
+        fakesys.add(name, "0\n", i)
     links = [Link(1, "wg0", "wireguard"), Link(2, "wg1", "wireguard"), Link(3, "wg2", "wireguard")]
     rec = make(attr, rlog, clock)
     rec.sync(links)
@@ -526,13 +527,13 @@ def test_complete_sync_forgets_unlisted_links(fakesys, attr, rlog, clock):
     rec.sync([links[0], links[2]])
     assert set(rec.links) == {1, 3}
     gone = rlog.of("link-gone")
-    assert [e[3]["interface"] for e in gone] == ["wg1"]
+    assert [e[3]["interface"] for e in gone] == [b"wg1"]
     assert rec.summary() == {"threaded": 2}
 
 
 def test_incomplete_sync_forgets_nothing(fakesys, attr, rlog, clock):
-    for name in ("wg0", "wg1"):
-        fakesys.add(name, "0\n")
+    for i, name in enumerate(("wg0", "wg1"), 1):
+        fakesys.add(name, "0\n", i)
     rec = make(attr, rlog, clock)
     rec.sync([Link(1, "wg0", "wireguard"), Link(2, "wg1", "wireguard")])
     rec.sync([Link(1, "wg0", "wireguard")], complete=False)
@@ -541,7 +542,7 @@ def test_incomplete_sync_forgets_nothing(fakesys, attr, rlog, clock):
 
 
 def test_sync_re_asserts_drift(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     rec.sync([WG])
     fakesys.set("wg0", "0\n")
@@ -550,10 +551,11 @@ def test_sync_re_asserts_drift(fakesys, attr, rlog, clock):
 
 
 def test_a_renamed_link_is_followed_by_ifindex(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
-    fakesys.add("wg-new", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     rec.observe(WG)
+    fakesys.rename("wg0", "wg-new")
+    fakesys.set("wg-new", "0\n")
     st = rec.observe(Link(5, "wg-new", "wireguard"))
     assert st.name == "wg-new" and st.state == "threaded"
     assert fakesys.get("wg-new") == "1\n"
@@ -561,7 +563,7 @@ def test_a_renamed_link_is_followed_by_ifindex(fakesys, attr, rlog, clock):
 
 
 def test_policy_change_takes_effect_on_the_next_observation(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     rec.observe(WG)
     rec.set_policy(policy(rule("off", "off")))
@@ -574,13 +576,13 @@ def test_policy_change_takes_effect_on_the_next_observation(fakesys, attr, rlog,
 
 
 def test_one_shot_logs_only_what_it_changed_or_failed_at(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")  # will be changed: logged
-    fakesys.add("wg1", "1\n")  # already as wanted: a repeated `apply` must not log it
+    fakesys.add("wg0", "0\n", 5)  # will be changed: logged
+    fakesys.add("wg1", "1\n", 6)  # already as wanted: a repeated `apply` must not log it
     rec = make(attr, rlog, clock, one_shot=True)
     assert rec.observe(Link(5, "wg0", "wireguard")).state == "threaded"
     assert rec.observe(Link(6, "wg1", "wireguard")).state == "threaded"
     logged = [e[3].get("interface") for e in state_logs(rlog)]
-    assert logged == ["wg0"]
+    assert logged == [b"wg0"]
 
 
 # -- writes in flight: the loop does not wait for them ------------------------------------
@@ -588,8 +590,8 @@ def test_one_shot_logs_only_what_it_changed_or_failed_at(fakesys, attr, rlog, cl
 
 def test_a_batch_writes_every_link_once_and_settles_each(fakesys, attr, rlog, clock):
     names = [f"wg{i}" for i in range(20)]
-    for name in names:
-        fakesys.add(name, "0\n")
+    for i, name in enumerate(names):
+        fakesys.add(name, "0\n", i + 1)
     attr.unsettable.add("wg7")  # one of them is not settable yet
     rec = make(attr, rlog, clock)
     rec.observe_many([(Link(i + 1, name, "wireguard"), True) for i, name in enumerate(names)])
@@ -618,7 +620,7 @@ def until(cond, timeout=5.0) -> bool:
 
 def start_held_write(fakesys, attr, rlog, clock):
     """A reconciler with wg0's write handed to a writer and held there until attr.gate is set."""
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     attr.gate = threading.Event()
     rec = make(attr, rlog, clock)
     rec.observe_many([(WG, True)], wait=False)
@@ -666,8 +668,8 @@ def test_a_link_removed_during_its_write_stays_removed(fakesys, attr, rlog, cloc
 
 
 def test_a_writer_that_raises_fails_the_link_and_keeps_working(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
-    fakesys.add("wg1", "0\n")
+    fakesys.add("wg0", "0\n", 5)
+    fakesys.add("wg1", "0\n", 6)
     attr.raising.add("wg0")
     rec = make(attr, rlog, clock)
     rec.observe_many([(WG, True), (Link(6, "wg1", "wireguard"), True)])
@@ -681,7 +683,7 @@ def test_a_writer_that_raises_fails_the_link_and_keeps_working(fakesys, attr, rl
 
 
 def test_close_ends_the_writer_threads(fakesys, attr, rlog, clock):
-    fakesys.add("wg0", "0\n")
+    fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
     rec.observe_many([(WG, True)])
     threads = list(rec._writers.threads)
@@ -694,8 +696,8 @@ def test_every_evaluation_closes_what_it_opened(fakesys, attr, rlog, clock, monk
     opened, closed = [], []
     real_open, real_close = attr.open, attr.close
 
-    def open_(name, **kw):
-        op = real_open(name, **kw)
+    def open_(dirfd, name, **kw):
+        op = real_open(dirfd, name, **kw)
         if not isinstance(op, Result):
             opened.append(op.fd)
         return op
@@ -707,7 +709,7 @@ def test_every_evaluation_closes_what_it_opened(fakesys, attr, rlog, clock, monk
     monkeypatch.setattr(attr, "open", open_)
     monkeypatch.setattr(attr, "close", close)
     for i in range(6):
-        fakesys.add(f"wg{i}", "1\n" if i % 2 else "0\n")
+        fakesys.add(f"wg{i}", "1\n" if i % 2 else "0\n", i + 1)
     attr.unsettable.add("wg2")
     rec = make(attr, rlog, clock)
     rec.observe_many([(Link(i + 1, f"wg{i}", "wireguard"), True) for i in range(6)]
@@ -718,8 +720,8 @@ def test_every_evaluation_closes_what_it_opened(fakesys, attr, rlog, clock, monk
 
 def test_close_drops_writes_not_begun(fakesys, attr, rlog, clock):
     names = [f"wg{i}" for i in range(10)]
-    for name in names:
-        fakesys.add(name, "0\n")
+    for i, name in enumerate(names):
+        fakesys.add(name, "0\n", i + 1)
     attr.gate = threading.Event()
     rec = make(attr, rlog, clock)
     rec.observe_many([(Link(i + 1, n, "wireguard"), True) for i, n in enumerate(names)], wait=False)

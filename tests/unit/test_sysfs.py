@@ -1,5 +1,6 @@
-"""wgnapid.sysfs: reading/writing `threaded` under a fake root, errno -> outcome,
-interface-name validation, and napi/<dev>-N kthread counting."""
+"""wgnapid.sysfs: reading/writing `threaded` under a link directory of a fake
+root, errno -> outcome, and napi/<dev>-N kthread counting. (Which directory is
+which link's, and names, are tested in test_netns.py and test_ifname.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import pytest
 
 from wgnapid import sysfs
-from wgnapid.sysfs import NapiThreads, Outcome, ThreadedAttr, valid_ifname
+from wgnapid.sysfs import NapiThreads, Outcome, ThreadedAttr
 
 from .helpers import tree
 
@@ -36,6 +37,11 @@ class FakeOS:
         self.opened.append(fd)
         return fd
 
+    def dup(self, fd):
+        new = os.dup(fd)
+        self.opened.append(new)
+        return new
+
     def close(self, fd):
         self.closed.append(fd)
         os.close(fd)
@@ -48,9 +54,56 @@ def raising(err):
     return f
 
 
+class DirAttr:
+    """ThreadedAttr driven by name for these tests: the link's directory under the
+    fake root is opened here (with the real os), the rest is ThreadedAttr's."""
+
+    def __init__(self, root):
+        self.root = root
+        self.real = ThreadedAttr()
+
+    def _dir(self, name):
+        try:
+            return os.open(os.path.join(self.root, name), os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            return sysfs._classify(exc, "open")
+
+    def open(self, name, write=True):
+        d = self._dir(name)
+        if isinstance(d, sysfs.Result):
+            return d
+        try:
+            return self.real.open(d, name, write=write)
+        finally:
+            os.close(d)
+
+    def read(self, name):
+        d = self._dir(name)
+        if isinstance(d, sysfs.Result):
+            return d
+        try:
+            return self.real.read(d, name)
+        finally:
+            os.close(d)
+
+    def write(self, name, value):
+        if value not in (0, 1):
+            raise ValueError(value)
+        d = self._dir(name)
+        if isinstance(d, sysfs.Result):
+            return d
+        try:
+            return self.real.write(d, value, name)
+        finally:
+            os.close(d)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
 @pytest.fixture
 def attr(fakesys):
-    return ThreadedAttr(root=str(fakesys.root))
+    return DirAttr(str(fakesys.root))
 
 
 def patch_os(monkeypatch, **overrides) -> FakeOS:
@@ -87,16 +140,6 @@ def test_read_garbage_is_error(fakesys, attr, content):
     assert r.outcome is Outcome.ERROR
     assert r.value is None
     assert "unexpected content" in r.detail
-
-
-def test_path_is_under_the_injected_root(fakesys, attr):
-    assert attr.path("wg0") == f"{fakesys.root}/wg0/threaded"
-
-
-def test_supported_looks_at_lo(fakesys, attr):
-    assert not attr.supported()
-    fakesys.add("lo")
-    assert attr.supported()
 
 
 # -- writes --------------------------------------------------------------------
@@ -160,10 +203,10 @@ def test_one_open_serves_the_read_the_write_and_the_read_back(fakesys, attr, mon
 @pytest.mark.parametrize("err", [errno.EACCES, errno.EROFS])
 def test_not_writable_still_reads_and_the_write_says_why(fakesys, attr, monkeypatch, err):
     # Not root, or a read-only /sys: reading must still work (status, "already as wanted").
-    def open_(path, flags, *a):
+    def open_(path, flags, *a, **k):
         if flags & (os.O_RDWR | os.O_WRONLY):
             raise OSError(err, os.strerror(err))
-        return os.open(path, flags, *a)
+        return os.open(path, flags, *a, **k)
 
     fake = patch_os(monkeypatch, open=open_)
     fakesys.add("wg0", "1\n")
@@ -175,58 +218,6 @@ def test_not_writable_still_reads_and_the_write_says_why(fakesys, attr, monkeypa
     attr.close(op)
     assert fakesys.get("wg0") == "1\n"
     assert fake.opened == fake.closed
-
-
-# -- interface names -------------------------------------------------------------------
-
-
-BAD_NAMES = ["", ".", "..", "a/b", "../x", "/abs", "x" * 16, "a b", "a:b", "a\tb",
-             "wg0\n", "\nwg0", "é" * 8]
-
-
-@pytest.mark.parametrize("name", BAD_NAMES)
-def test_invalid_names_are_rejected(name):
-    assert not valid_ifname(name)
-
-
-@pytest.mark.parametrize("name", ["wg0", "x" * 15, "wg-office.1", "wg_a", "é" * 7, "a"])
-def test_valid_names(name):
-    assert valid_ifname(name)
-
-
-@pytest.mark.parametrize("name", BAD_NAMES)
-def test_invalid_names_never_reach_a_path(tmp_path, name):
-    # Traps: files that a name escaping its directory would hit.
-    root = tmp_path / "sys" / "net"
-    root.mkdir(parents=True)
-    (tmp_path / "sys" / "threaded").write_text("0\n")  # root/../threaded
-    (root / "threaded").write_text("0\n")  # root/./threaded, root/""/threaded
-    (root / "a").mkdir()
-    (root / "a" / "b").mkdir()
-    (root / "a" / "b" / "threaded").write_text("0\n")  # root/a/b/threaded
-    (root.parent / "x").mkdir()
-    (root.parent / "x" / "threaded").write_text("0\n")  # root/../x/threaded
-    (root / "abs").mkdir()
-    (root / "abs" / "threaded").write_text("0\n")  # root//abs/threaded
-    if name.strip() and "/" not in name:
-        try:
-            (root / name).mkdir()  # a directory exactly named like the bad name
-            (root / name / "threaded").write_text("0\n")
-        except OSError:
-            pass
-    before = {p: (tmp_path / p).read_bytes() for p in tree(tmp_path) if (tmp_path / p).is_file()}
-    attr = ThreadedAttr(root=str(root))
-
-    with pytest.raises(ValueError):
-        attr.path(name)
-    w = attr.write(name, 1)
-    r = attr.read(name)
-    assert w.outcome is Outcome.ERROR, w
-    assert r.outcome is Outcome.ERROR, r
-    assert "invalid interface name" in w.detail
-
-    after = {p: (tmp_path / p).read_bytes() for p in tree(tmp_path) if (tmp_path / p).is_file()}
-    assert after == before
 
 
 # -- errno -> outcome ------------------------------------------------------------------

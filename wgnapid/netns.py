@@ -1,0 +1,279 @@
+"""A network namespace as wgnapid sees it: its rtnetlink sockets, its sysfs view
+and the proof that a sysfs directory belongs to the link being acted on.
+
+A link is (network namespace, ifindex). Names are only how sysfs is reached:
+a name can pass to another link at any moment (rename, delete and create), and
+/sys can show another namespace than the process's own (KERNEL-FACTS.md,
+"Network namespaces"). So every access goes through ``open_threaded``, which
+opens the link's directory under the namespace's class/net directory fd,
+compares the directory's ``ifindex`` attribute with the ifindex acted on, and
+opens ``threaded`` relative to that directory (openat). An fd opened that way
+stays bound to that device even if it is renamed and another link takes the
+name (kernfs files belong to the device's kobject, not to a path), so a write
+in flight still reaches the proven link.
+
+Agreed interface (/work/wt/NETNS-DESIGN.md), with these refinements:
+- ``open_threaded`` returns ``(Opened | Result, Link | None)``: the second item
+  is the link as rtnetlink reported it when the stored name had to be corrected
+  (a rename, or a name passed to another link), None when the name given was
+  proven as it is. Callers take its name *and* kind and decide again.
+- ``check_view`` compares every link of a consistent dump (ifindex, and the
+  hardware address where there is one) and the set of names with what the
+  sysfs view shows; ``problem_line`` builds the one-line message.
+- Issue 10 adds ``enter()`` and discovery; this file only knows the process's
+  own namespace (``current``) and takes any class/net directory fd.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from wgnapid import ifname
+from wgnapid.links import Link, NetlinkSource, Rtnl, UdevSource
+from wgnapid.sysfs import DEFAULT_ROOT, Opened, Outcome, Result, ThreadedAttr
+
+# How many times a name is corrected through rtnetlink before giving up on one
+# access: a link renamed again between the lookup and the open is the only way
+# to need a second round; a third is a link being renamed in a loop.
+PROOF_ATTEMPTS = 3
+VIEW_ATTEMPTS = 3  # check_view: links may change between the dump and the sysfs reads
+
+
+@dataclass(frozen=True, slots=True)
+class NsId:
+    """Identity of a network namespace: its nsfs file (st_dev, st_ino).
+
+    ``ino`` is what `ip netns identify`, `lsns` and /proc/PID/ns/net show
+    ("net:[4026531840]"), and the ``netns`` field in JSON and the journal."""
+
+    dev: int
+    ino: int
+
+    @classmethod
+    def of(cls, path: str | int = "/proc/self/ns/net") -> "NsId":
+        """The namespace of an nsfs path or fd. Raises OSError."""
+        st = os.stat(path)
+        return cls(st.st_dev, st.st_ino)
+
+
+class NetNamespace:
+    """A network namespace as wgnapid sees it.
+
+    ``id``: NsId; ``name``: display name ("self" for the process's own);
+    ``rtnl``: request socket created inside this namespace; ``root``: the sysfs
+    class/net directory shown in messages; ``dirfd``: that directory, open.
+    """
+
+    def __init__(self, nsid: NsId, name: str, rtnl: Rtnl, dirfd: int, root: str = DEFAULT_ROOT,
+                 attr: ThreadedAttr | None = None):
+        self.id = nsid
+        self.name = name
+        self.rtnl = rtnl
+        self.dirfd = dirfd
+        self.root = root
+        self.attr = attr or ThreadedAttr()
+
+    @classmethod
+    def current(cls, sysfs_root: str = DEFAULT_ROOT, rtnl: Rtnl | None = None) -> "NetNamespace":
+        """The process's own namespace, with ``sysfs_root`` as its sysfs view
+        (unproven: see check_view). Raises OSError when the directory cannot be
+        opened."""
+        dirfd = os.open(sysfs_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return cls(NsId.of(), "self", rtnl or Rtnl(), dirfd, sysfs_root)
+        except BaseException:
+            os.close(dirfd)
+            raise
+
+    def close(self) -> None:
+        if self.dirfd >= 0:
+            os.close(self.dirfd)
+            self.dirfd = -1
+        self.rtnl.close()
+
+    def __repr__(self) -> str:
+        return f"<NetNamespace {self.name} netns {self.id.ino}>"
+
+    # -- rtnetlink -------------------------------------------------------------
+
+    def dump(self) -> tuple[list[Link], bool]:
+        """All links, repeated while the kernel says the dump raced changes:
+        (links, consistent). See Rtnl.dump_consistent."""
+        return self.rtnl.dump_consistent()
+
+    def get(self, ifindex: int) -> Link | None:
+        """The link with this ifindex now, or None when there is none."""
+        return self.rtnl.get(ifindex)
+
+    def open_source(self, kind: str):
+        """The event source ("netlink" or "udev") of this namespace. Both
+        rtnetlink and kernel uevents reach only listeners in the device's own
+        namespace (KERNEL-FACTS.md, "Events")."""
+        return (UdevSource if kind == "udev" else NetlinkSource)(self.rtnl)
+
+    # -- sysfs -------------------------------------------------------------------
+
+    def supported(self) -> bool:
+        """Whether this kernel has the `threaded` attribute (5.12+): look at lo."""
+        try:
+            os.stat("lo/threaded", dir_fd=self.dirfd)
+        except OSError:
+            return False
+        return True
+
+    def _link_dir(self, name: str) -> int:
+        """openat(class/net, name, O_DIRECTORY). Raises OSError, ValueError (a
+        name the kernel would refuse never becomes a path)."""
+        why = ifname.problem(name)
+        if why:
+            raise ValueError(why)
+        return os.open(ifname.encode(name), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                       dir_fd=self.dirfd)
+
+    @staticmethod
+    def _read_attr(dirfd: int, attr: str) -> bytes:
+        fd = os.open(attr, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+        try:
+            return os.pread(fd, 64, 0).strip()
+        finally:
+            os.close(fd)
+
+    def _proven_dir(self, ifindex: int, name: str) -> int | None:
+        """The directory of ``name`` if its `ifindex` attribute is ``ifindex``, else None
+        (no such directory, another link's, or going away). Raises ValueError
+        for a name the kernel would refuse."""
+        try:
+            dfd = self._link_dir(name)
+        except OSError:
+            return None
+        try:
+            if self._read_attr(dfd, "ifindex") == b"%d" % ifindex:
+                return dfd
+        except OSError:
+            pass
+        os.close(dfd)
+        return None
+
+    def open_threaded(self, ifindex: int, name: str, *, write: bool = True
+                      ) -> tuple[Opened | Result, Link | None]:
+        """Open the `threaded` attribute of the link (this namespace, ``ifindex``),
+        proving whose it is. ``name``: the name last known for it.
+
+        The link's directory is opened under class/net by name, its `ifindex`
+        attribute compared, and `threaded` opened relative to that directory.
+        On a mismatch (renamed; the name now another link's; or not there)
+        rtnetlink is asked for the link by ifindex and its current name tried,
+        up to PROOF_ATTEMPTS times. Returns (Opened, link): ``link`` is rtnetlink's
+        Link when the name was corrected, else None; callers follow its name and
+        kind. An unproven link is never opened: Result(GONE) when rtnetlink says
+        the ifindex no longer exists, Result(ERROR) with the reason otherwise
+        (invalid name, a sysfs view that does not show it, renamed in a loop).
+        The returned Opened's fd is the caller's to close (ThreadedAttr.close).
+        """
+        looked_up: Link | None = None
+        for _ in range(PROOF_ATTEMPTS):
+            try:
+                dfd = self._proven_dir(ifindex, name)
+            except ValueError as exc:
+                return Result(Outcome.ERROR, detail=str(exc)), looked_up
+            if dfd is not None:
+                try:
+                    return self.attr.open(dfd, name, write=write), looked_up
+                finally:
+                    os.close(dfd)
+            try:
+                link = self.rtnl.get(ifindex)
+            except OSError as exc:
+                return Result(Outcome.ERROR, detail=f"rtnetlink lookup of ifindex {ifindex}: "
+                                                    f"{exc.strerror or exc}"), looked_up
+            if link is None:
+                return Result(Outcome.GONE, detail=f"ifindex {ifindex} no longer exists"), looked_up
+            if link.name == name and looked_up is not None:
+                # rtnetlink confirms the name, yet the directory of that name is
+                # not this ifindex: the sysfs view is not this namespace's.
+                return Result(Outcome.ERROR, detail=(
+                    f"{self.root}/{ifname.printable(name)} is not ifindex {ifindex} although rtnetlink "
+                    f"names it so: this sysfs view is not network namespace {self.id.ino}'s")), looked_up
+            looked_up = link
+            name = link.name
+        return Result(Outcome.ERROR, detail=(
+            f"could not prove which sysfs directory is ifindex {ifindex} "
+            f"(renamed {PROOF_ATTEMPTS} times while looking)")), looked_up
+
+    # -- the view ----------------------------------------------------------------
+
+    def _view_problem(self, links: list[Link]) -> str | None:
+        known = set()
+        for link in links:
+            known.add(link.name)
+            shown = ifname.printable(link.name)
+            try:
+                dfd = self._link_dir(link.name)
+            except ValueError as exc:
+                return f"rtnetlink lists ifindex {link.ifindex} with a name the kernel refuses ({exc})"
+            except OSError:
+                return (f"{self.root} has no {shown}, which rtnetlink lists as ifindex "
+                        f"{link.ifindex}")
+            try:
+                index = self._read_attr(dfd, "ifindex")
+                if index != b"%d" % link.ifindex:
+                    return (f"{self.root}/{shown} is ifindex {index.decode(errors='replace')}, "
+                            f"rtnetlink's {shown} is ifindex {link.ifindex}")
+                if link.address:
+                    address = self._read_attr(dfd, "address")
+                    if address != link.address.hex(":").encode():
+                        return (f"{self.root}/{shown} has address {address.decode(errors='replace')}, "
+                                f"rtnetlink's {shown} has {link.address.hex(':')}")
+            except OSError as exc:
+                return f"{self.root}/{shown}: {exc.strerror}"
+            finally:
+                os.close(dfd)
+        try:
+            entries = os.listdir(self.dirfd)
+        except OSError as exc:
+            return f"cannot list {self.root}: {exc.strerror}"
+        for entry in entries:
+            # Devices are symlinks (or directories); files such as
+            # bonding_masters are class attributes.
+            try:
+                mode = os.stat(entry, dir_fd=self.dirfd, follow_symlinks=False).st_mode
+            except OSError:
+                continue
+            if not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+                continue
+            name = ifname.decode(os.fsencode(entry))
+            if name not in known:
+                return f"{self.root} shows {ifname.printable(name)}, which rtnetlink does not list"
+        return None
+
+    def check_view(self) -> str | None:
+        """None when the sysfs view shows this namespace's links, else one line
+        saying what is wrong.
+
+        /sys shows the namespace of whoever mounted it (KERNEL-FACTS.md): after a
+        setns() without a remount (nsenter --net), rtnetlink answers for one
+        namespace and sysfs for another, and names may coincide (every namespace
+        has lo, ifindex 1). So names are not proof: every link of a consistent
+        dump must be there with the same ifindex and hardware address, and sysfs
+        must show no link rtnetlink does not list. Links changing meanwhile get
+        VIEW_ATTEMPTS tries. (Two namespaces holding nothing but lo look alike;
+        there is nothing to write then, and every later access is proven by
+        ifindex.)"""
+        problem = None
+        for _ in range(VIEW_ATTEMPTS):
+            try:
+                links, _consistent = self.dump()
+            except OSError as exc:
+                return f"rtnetlink link dump failed: {exc.strerror or exc}"
+            problem = self._view_problem(links)
+            if problem is None:
+                return None
+        return problem
+
+    def problem_line(self, problem: str) -> str:
+        """The one line every command prints for a foreign sysfs view."""
+        return (f"{self.root} does not show this network namespace's links (netns "
+                f"{self.id.ino}): {problem}; mount sysfs in this namespace (as `ip netns exec` "
+                "does) before running wgnapid")

@@ -12,7 +12,7 @@ from wgnapid import __version__, config, ifname, kernel
 from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journal_available
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-CAP_NET_ADMIN = 12
+CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 12, 19, 21
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,15 +44,36 @@ def _fail(message: str) -> int:
     return EXIT_FAIL
 
 
-def has_cap_net_admin() -> bool:
+def has_cap(cap: int) -> bool:
+    """Whether capability number ``cap`` is in the effective set (/proc/self/status CapEff)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+                    return bool(int(line.split()[1], 16) >> cap & 1)
     except OSError:
         pass
     return False
+
+
+def has_cap_net_admin() -> bool:
+    return has_cap(CAP_NET_ADMIN)
+
+
+def _need_namespace_privileges(policy: config.Policy | None) -> str | None:
+    """namespaces = "all" needs CAP_SYS_ADMIN (setns into each namespace, and a
+    sysfs instance of each: fsopen/fsmount) and CAP_SYS_PTRACE (reading
+    /proc/PID/ns/net of processes holding capabilities we lack is a ptrace-read
+    check); one line naming what is missing, or None."""
+    if policy is None or policy.daemon.namespaces != "all":
+        return None
+    missing = [name for cap, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
+               if not has_cap(cap)]
+    if not missing:
+        return None
+    return (f'daemon.namespaces = "all" needs CAP_SYS_ADMIN (to enter each network namespace and '
+            f"mount its sysfs) and CAP_SYS_PTRACE (to see every process's namespace); missing: "
+            f"{', '.join(missing)} (the unit needs systemd/wgnapid.service.d/namespaces-all.conf)")
 
 
 def _need_privileges() -> str | None:
@@ -92,24 +113,34 @@ def cmd_run(args, policy: config.Policy) -> int:
 
 
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
-    """One reconcile of this namespace's links. Raises RuntimeError (one line)
+    """One reconcile of this namespace's links, and with namespaces = "all" of
+    every namespace a rule covers (wgnapid.spaces.enter_covered). Returns (the
+    own namespace's Reconciler, every LinkState). Raises RuntimeError (one line)
     when the sysfs view is not this namespace's own: nothing is read or written then."""
     from wgnapid.netns import NetNamespace
     from wgnapid.reconciler import Reconciler
+    from wgnapid.spaces import enter_covered
 
     ns = NetNamespace.current()
+    spaces = [ns]
     try:
         problem = ns.check_view()
         if problem:
             raise RuntimeError(ns.problem_line(problem))
-        rec = Reconciler(policy, log, ns, dry_run=dry_run, one_shot=True)
-        try:
-            states = [rec.observe(link) for link in ns.dump()[0]]
-        finally:
-            rec.close()
+        if policy.daemon.namespaces == "all":
+            spaces += enter_covered(policy)
+        states, own = [], None
+        for space in spaces:
+            rec = Reconciler(policy, log, space, dry_run=dry_run, one_shot=True)
+            own = own or rec
+            try:
+                states += [rec.observe(link) for link in space.dump()[0]]
+            finally:
+                rec.close()
     finally:
-        ns.close()
-    return rec, states
+        for space in spaces:
+            space.close()
+    return own, states
 
 
 def cmd_apply(args, policy: config.Policy) -> int:
@@ -125,7 +156,8 @@ def cmd_apply(args, policy: config.Policy) -> int:
         if st.state not in SATISFIED and not (args.dry_run and st.state == "pending"):
             ok = False
         rows.append({
-            **ifname.json_fields(st.name), "netns": st.netns, "ifindex": st.ifindex,
+            **ifname.json_fields(st.name), "netns": st.netns, "netns_name": st.netns_name,
+            "ifindex": st.ifindex,
             "kind": st.kind, "rule": st.rule,
             "wanted": st.wanted, "before": st.before, "after": st.current,
             "changed": st.changed, "state": st.state, "reason": st.reason,
@@ -140,6 +172,8 @@ def cmd_apply(args, policy: config.Policy) -> int:
         for row in rows:
             verb = "would change" if row["state"] == "pending" else ("changed" if row["changed"] else "ok")
             line = f"{ifname.printable(ifname.decode(bytes.fromhex(row['name_hex']))):<16} {row['state']:<9} {verb}"
+            if policy.daemon.namespaces == "all":
+                line = f"{_netns_text(row):<28} {line}"
             if row["reason"]:
                 line += f" ({row['reason']})"
             print(line)
@@ -206,6 +240,11 @@ def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None)
     }
 
 
+def _netns_text(row: dict) -> str:
+    """A link's namespace for text output: its name and nsfs inode."""
+    return f"{row['netns_name']} ({row['netns']})"
+
+
 def cmd_status(args, policy: config.Policy) -> int:
     doc = status_document(policy)
     if args.json:
@@ -216,7 +255,9 @@ def cmd_status(args, policy: config.Policy) -> int:
     print(f"kernel {k['release']}: {k['verdict']} (guard {k['guard']}){', native' if k['native'] else ''}")
     d = doc["daemon"]
     print(f"daemon: pid {d['pid']}, source {d['source']}" if d else "daemon: not running")
-    print(f"{'LINK':<16} {'IFINDEX':>7} {'KIND':<10} {'RULE':<12} {'WANT':<6} {'NOW':<3} {'NAPI':>4}  STATE")
+    every = policy.daemon.namespaces == "all"
+    print(("{:<28} ".format("NETNS") if every else "")
+          + f"{'LINK':<16} {'IFINDEX':>7} {'KIND':<10} {'RULE':<12} {'WANT':<6} {'NOW':<3} {'NAPI':>4}  STATE")
     for row in doc["links"]:
         if row["rule"] is None:
             continue
@@ -226,7 +267,7 @@ def cmd_status(args, policy: config.Policy) -> int:
                 f"{row['wanted']:<6} {now:<3} {row['napi_threads']:>4}  {row['state']}")
         if row["reason"]:
             line += f" ({row['reason']})"
-        print(line)
+        print(f"{_netns_text(row):<28} {line}" if every else line)
     print(", ".join(f"{n} {s}" for s, n in sorted(doc["summary"].items())))
     return EXIT_OK
 
@@ -271,7 +312,7 @@ def cmd_doctor(args) -> int:
                 problems.append(ns.problem_line(view_problem))
         finally:
             ns.close()
-    privilege_problem = _need_privileges()
+    privilege_problem = _need_privileges() or _need_namespace_privileges(policy)
     if privilege_problem:
         problems.append(privilege_problem)
     doc_links: dict[str, int] = {}
@@ -291,7 +332,9 @@ def cmd_doctor(args) -> int:
         "sysfs_view": view_ok,  # /sys/class/net shows this network namespace's links
         "journald": _journald_reachable(),
         "policy_files": files,
-        "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin()},
+        "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin(),
+                       "cap_sys_admin": has_cap(CAP_SYS_ADMIN), "cap_sys_ptrace": has_cap(CAP_SYS_PTRACE)},
+        "namespaces": policy.daemon.namespaces if policy else None,
         "links": doc_links,
         "problems": problems,
         "ok": not problems,
@@ -311,7 +354,11 @@ def cmd_doctor(args) -> int:
               f" (netns {netns})")
         print(f"journald:   {'reachable' if doc['journald'] else 'not reachable (logging goes to stderr)'}")
         print(f"policy:     {', '.join(files) or 'INVALID'}")
-        print(f"privileges: root={doc['privileges']['root']} cap_net_admin={doc['privileges']['cap_net_admin']}")
+        priv = doc["privileges"]
+        print(f"privileges: root={priv['root']} cap_net_admin={priv['cap_net_admin']}"
+              + (f" cap_sys_admin={priv['cap_sys_admin']} cap_sys_ptrace={priv['cap_sys_ptrace']}"
+                 if doc["namespaces"] == "all" else ""))
+        print(f"namespaces: {doc['namespaces'] or '-'}")
         print(f"links:      {', '.join(f'{n} {s}' for s, n in sorted(doc_links.items())) or 'none'}")
         for p in problems:
             print(f"PROBLEM:    {p}")
@@ -343,6 +390,9 @@ def _main(argv: list[str] | None) -> int:
         for line in exc.lines:
             print(f"wgnapid: {line}", file=sys.stderr)
         return EXIT_FAIL
+    problem = _need_namespace_privileges(policy)
+    if problem:
+        return _fail(problem)
     try:
         if args.command == "run":
             return cmd_run(args, policy)

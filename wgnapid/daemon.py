@@ -14,7 +14,8 @@ from wgnapid import __version__, config, kernel
 from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
-from wgnapid.reconciler import Reconciler
+from wgnapid.reconciler import Reconciler, shared_writers, summary_text
+from wgnapid.spaces import Space, Spaces, raise_nofile
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
 DEFAULT_RUNTIME_DIR = "/run/wgnapid"
@@ -97,6 +98,10 @@ def _watchdog_interval() -> float | None:
 
 
 class Daemon:
+    """`wgnapid run`: one Reconciler and event source per covered network
+    namespace (wgnapid.spaces; the daemon's own alone with namespaces = "self"),
+    one loop, one pool of writer threads."""
+
     def __init__(self, policy: config.Policy, config_path: str | None, log: Log):
         self.policy = policy
         self.config_path = config_path
@@ -104,13 +109,16 @@ class Daemon:
         self.verdict = kernel.running_verdict()
         self.ns = NetNamespace.current()
         self.netns = self.ns.id.ino
-        self.rec = Reconciler(policy, log, self.ns, verdict=self.verdict)
-        self.source = None
+        self.writers = shared_writers()
         self.sel = selectors.DefaultSelector()
+        if policy.daemon.namespaces == "all":
+            raise_nofile()
+        self.spaces = Spaces(policy, log, self.sel, self._reconciler, self.ns)
+        self.rec = self.spaces.own.rec  # the daemon's own namespace
         self.started = time.time()
         self._stop = False
         self._reload = False
-        self._published = -1  # reconciler generation last published
+        self._published = -1  # generation last published
         self._status_written = 0.0
         self._status_error = False
         self._status_text = ""
@@ -118,20 +126,16 @@ class Daemon:
         self._watchdog = _watchdog_interval()
         self._next_watchdog = 0.0
 
-    # -- set-up -------------------------------------------------------------
+    def _reconciler(self, ns: NetNamespace) -> Reconciler:
+        return Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers)
 
-    def _open_source(self) -> None:
-        if self.source is not None:
-            self.sel.unregister(self.source)
-            self.source.close()
-        self.source = self.ns.open_source(self.policy.daemon.source)
-        self.sel.register(self.source, selectors.EVENT_READ)
+    # -- set-up -------------------------------------------------------------
 
     def _signals(self) -> None:
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup = rfd
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        self.sel.register(rfd, selectors.EVENT_READ)
+        self.sel.register(rfd, selectors.EVENT_READ, "wakeup")
 
         def stop(signum, frame):
             self._stop = True
@@ -146,57 +150,83 @@ class Daemon:
     # -- reconciling ----------------------------------------------------------
 
     def resync(self, why: str) -> None:
-        """Full re-list: the answer to start-up, overflow, reload and the timer."""
+        """Full re-list of every covered namespace (and, with namespaces = "all",
+        of the namespaces themselves): the answer to start-up, reload and the timer."""
         if why == "start-up":
             # Nothing is written through a sysfs view that is not this
             # namespace's own (wgnapid.netns.check_view). The view is held as a
             # directory fd from here on, so a later remount of /sys cannot
-            # change it.
+            # change it. (Entered namespaces get a sysfs of their own.)
             problem = self.ns.check_view()
             if problem:
                 raise RuntimeError(self.ns.problem_line(problem))
-        links, complete = self.ns.dump()
-        # Start-up and reload finish their writes before READY=1; the timer and
-        # an overflow do not hold up the events that come meanwhile.
-        self.rec.sync(links, complete, wait=why in ("start-up", "reload"))
+        self.spaces.rescan()
+        # Start-up and reload finish their writes before READY=1; the timer does
+        # not hold up the events that come meanwhile. The writes of all
+        # namespaces run together; then each is waited for.
+        wait = why in ("start-up", "reload")
+        complete = all([self._resync_space(space, why, wait=False) for space in self.spaces])
+        if wait:
+            for space in self.spaces:
+                space.rec.drain()
         self.rec.stats.resyncs += 1
         interval = self.policy.daemon.resync_interval
         # An inconsistent dump raced a burst: look again soon, not in 30 s.
         self._next_resync = time.monotonic() + (interval if complete else min(interval, 1.0))
+
+    def _resync_space(self, space: Space, why: str, *, wait: bool) -> bool:
+        """Re-list one namespace's links; False when the dump raced changes."""
+        try:
+            links, complete = space.ns.dump()
+        except OSError as exc:
+            self.log.event("resync", syslog.LOG_DEBUG,
+                           f"link dump of netns {space.ns.name} failed ({exc}); looking again later")
+            return False
+        space.rec.sync(links, complete, wait=wait)
         if not complete:
             self.log.event(
                 "resync", syslog.LOG_DEBUG,
-                f"link list changed during the {why} re-list; re-listing again in 1 s",
+                f"link list of netns {space.ns.name} changed during the {why} re-list; re-listing again in 1 s",
             )
+        return complete
 
-    def _handle_events(self) -> None:
+    def _handle_events(self, space: Space) -> None:
+        rec, ns = space.rec, space.ns
         try:
-            events = self.source.read()
+            events = space.source.read()
         except Overflow:
-            self.rec.stats.overflows += 1
+            rec.stats.overflows += 1
             self.log.warning(
                 "source-overflow",
-                f"{self.source.name} event queue overflowed; events were lost, re-listing all links",
+                f"{space.source.name} event queue overflowed; events were lost, re-listing all links"
+                + ("" if space is self.spaces.own else f" of netns {ns.name}"),
             )
-            self._open_source()
-            self.resync("overflow")
+            self.spaces.open_source(space)
+            self._resync_space(space, "overflow", wait=False)
+            rec.stats.resyncs += 1
             return
         # A link is evaluated once per batch, so its write is made once; a
         # removal in between ends the link that was (batch_order).
         batch = []
         for ifindex, removed, ev in batch_order(events):
             if removed:
-                self.rec.remove(ifindex)
+                rec.remove(ifindex)
             if ev.removed:
                 continue
             link = ev.link
             if link is None:
-                link = self.ns.get(ifindex)  # udev without DEVTYPE: ask rtnetlink
+                link = ns.get(ifindex)  # udev without DEVTYPE: ask rtnetlink
                 if link is None:
-                    self.rec.remove(ifindex)
+                    rec.remove(ifindex)
                     continue
-            batch.append((link, ifindex not in self.rec.links))
-        self.rec.observe_many(batch, wait=False)
+            batch.append((link, ifindex not in rec.links))
+        rec.observe_many(batch, wait=False)
+
+    def _rescan(self) -> None:
+        """Discovery had news: enter, rename, release; new and renamed namespaces
+        are listed at once."""
+        for space in self.spaces.rescan():
+            self._resync_space(space, "new namespace", wait=False)
 
     def _reload_policy(self) -> None:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -207,12 +237,18 @@ class Daemon:
                 self.log.error("reload-failed", f"reload failed, keeping the running policy: {line}")
             notify("READY=1")
             return
+        if policy.daemon.namespaces != self.policy.daemon.namespaces:
+            self.log.warning("reload-failed", "daemon.namespaces changed: it takes effect at the next "
+                             f"restart; keeping namespaces = \"{self.policy.daemon.namespaces}\"")
+            policy = policy.model_copy(update={"daemon": policy.daemon.model_copy(
+                update={"namespaces": self.policy.daemon.namespaces})})
         old_source = self.policy.daemon.source
         self.policy = policy
-        self.rec.set_policy(policy)
+        self.spaces.set_policy(policy)
         self.log.set_level(policy.daemon.log_level)
         if policy.daemon.source != old_source:
-            self._open_source()
+            for space in self.spaces:
+                self.spaces.open_source(space)
         self.log.info("reloaded", f"policy reloaded from {', '.join(policy.files)}")
         self._published = -1  # the source and policy files are news even if no link changes
         self._guard_warning()
@@ -227,6 +263,7 @@ class Daemon:
     # -- status -------------------------------------------------------------
 
     def status_document(self) -> dict:
+        spaces = list(self.spaces)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -234,27 +271,24 @@ class Daemon:
             # The daemon's own namespace, and every namespace whose links this
             # document lists (each link row names its netns too).
             "netns": self.netns,
-            "covers": [self.netns],
-            "source": self.source.name if self.source else None,
+            "covers": [s.ns.id.ino for s in spaces],
+            "namespaces": [{"netns": s.ns.id.ino, "name": s.ns.name, "links": len(s.rec.links)}
+                           for s in spaces],
+            "source": self.policy.daemon.source,
             "policy_files": list(self.policy.files),
-            "kernel_native": self.rec.native,
-            "stats": {
-                "evaluations": self.rec.stats.evaluations,
-                "writes": self.rec.stats.writes,
-                "resyncs": self.rec.stats.resyncs,
-                "overflows": self.rec.stats.overflows,
-            },
-            "summary": self.rec.summary(),
-            "links": [st.as_dict() for st in self.rec.links.values()],
+            "kernel_native": self.spaces.native,
+            "stats": {k: self.spaces.stat(k) for k in ("evaluations", "writes", "resyncs", "overflows")},
+            "summary": self.spaces.summary(),
+            "links": [st.as_dict() for s in spaces for st in s.rec.links.values()],
         }
 
     def _publish(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and (not self._status_due() or now - self._status_written < STATUS_MIN_INTERVAL):
             return
-        self._published = self.rec.generation
+        self._published = self.spaces.generation
         self._status_written = now
-        text = self.rec.summary_text()
+        text = summary_text(self.spaces.counts())
         if text != self._status_text:
             notify(f"STATUS={text}")
             self._status_text = text
@@ -275,7 +309,7 @@ class Daemon:
             self._status_error = True
 
     def _status_due(self) -> bool:
-        return self.rec.generation != self._published
+        return self.spaces.generation != self._published
 
     def _remove_status(self) -> None:
         try:
@@ -288,8 +322,11 @@ class Daemon:
     def _timeout(self) -> float | None:
         now = time.monotonic()
         deadlines = [self._next_resync]
-        if (retry := self.rec.next_retry()) is not None:
-            deadlines.append(retry)
+        for space in self.spaces.waiting():
+            if (retry := space.rec.next_retry()) is not None:
+                deadlines.append(retry)
+        if (rescan := self.spaces.rescan_due()) is not None:
+            deadlines.append(rescan)
         if self._status_due():
             deadlines.append(self._status_written + STATUS_MIN_INTERVAL)
         if self._watchdog:
@@ -298,12 +335,15 @@ class Daemon:
 
     def run(self) -> int:
         self._signals()
-        self.sel.register(self.rec.completions, selectors.EVENT_READ)
-        self._open_source()  # subscribe before listing, so nothing falls between
+        self.sel.register(self.writers.fd, selectors.EVENT_READ, "completions")
+        # Subscribe before listing, so nothing falls between (entered namespaces
+        # get their source when entered, before their first list).
+        self.spaces.open_sources()
         self.log.info(
             "started",
-            f"wgnapid {__version__} started: source {self.source.name}, kernel "
-            f"{self.verdict.release}, policy {', '.join(self.policy.files)}",
+            f"wgnapid {__version__} started: source {self.policy.daemon.source}, kernel "
+            f"{self.verdict.release}, policy {', '.join(self.policy.files)}, "
+            f"namespaces {self.policy.daemon.namespaces}",
         )
         self._guard_warning()
         self.resync("start-up")
@@ -312,23 +352,30 @@ class Daemon:
         try:
             while not self._stop:
                 ready = self.sel.select(self._timeout())
+                rescan = False
                 for key, _ in ready:
-                    if key.fileobj == self._wakeup:
+                    if key.data == "wakeup":
                         try:
                             os.read(self._wakeup, 512)
                         except BlockingIOError:
                             pass
-                    elif key.fileobj == self.rec.completions:
-                        self.rec.collect()
-                    else:
-                        self._handle_events()
+                    elif key.data == "completions":
+                        self.rec.collect()  # shared writers: each result goes to its reconciler
+                    elif key.data is self.spaces:
+                        self.spaces.hinted()
+                        rescan = True
+                    elif key.data.ns.id in self.spaces.by_id:  # not released in this round
+                        self._handle_events(key.data)
                 if self._stop:
                     break
                 if self._reload:
                     self._reload = False
                     self._reload_policy()
-                self.rec.retry_due(wait=False)
                 now = time.monotonic()
+                if rescan or ((due := self.spaces.rescan_due()) is not None and now >= due):
+                    self._rescan()
+                for space in self.spaces.waiting():
+                    space.rec.retry_due(wait=False)
                 if now >= self._next_resync:
                     self.resync("periodic")
                 if self._watchdog and now >= self._next_watchdog:
@@ -337,8 +384,10 @@ class Daemon:
                 self._publish()
         finally:
             notify("STOPPING=1")
-            self.rec.close()
+            self.spaces.close()
+            self.writers.close()
             self.log.info("stopping", "wgnapid stopping")
             self._remove_status()
-            self.ns.close()
+            for space in self.spaces:
+                space.ns.close()
         return 0

@@ -57,10 +57,13 @@ class Spaces:
         self.sel = sel
         self.make_reconciler = make_reconciler  # (NetNamespace) -> Reconciler
         self.by_id: dict[NsId, Space] = {}
+        # Enters, releases and the generations of released spaces: so that
+        # `generation` only grows.
+        self._base_generation = 0
+        self._unready_at: float | None = None
         self.own = self._add(self_ns)
         self.all = policy.daemon.namespaces == "all"
         self.hints: list = []
-        self._unready_at: float | None = None
         self._unready_step = 0
         if self.all:
             self.hints = [discovery.DirWatch(), discovery.NsidHint()]
@@ -70,6 +73,7 @@ class Spaces:
     def _add(self, ns: NetNamespace, source=None) -> Space:
         space = Space(ns, self.make_reconciler(ns), source)
         self.by_id[ns.id] = space
+        self._base_generation += 1
         return space
 
     def __iter__(self):
@@ -129,6 +133,7 @@ class Spaces:
                 continue
             self.log.info("netns-renamed", f"network namespace {old} (netns {nsid.ino}) is now {f.name}",
                           wgnapid_netns=nsid.ino, wgnapid_netns_name=f.name)
+            space.rec.renamed()
             fresh.append(space)
         if new:
             fresh.extend(self._enter(new))
@@ -163,6 +168,7 @@ class Spaces:
             self.sel.unregister(space.source)
             space.source.close()
         covered = len(space.rec.links)
+        self._base_generation += space.rec.generation + 1
         space.rec.forget()
         space.ns.close()
         self.log.info("netns-released",
@@ -190,6 +196,35 @@ class Spaces:
             if space is not self.own and not covers_netns(policy, space.ns.name):
                 self.release(space, "no longer covered by any rule")
 
+    # -- the whole set --------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """Grows on every state change in any namespace, and on enter/release."""
+        return self._base_generation + sum(s.rec.generation for s in self.by_id.values())
+
+    def counts(self):
+        from collections import Counter
+
+        total: Counter = Counter()
+        for s in self.by_id.values():
+            total.update(s.rec.stats.counts)
+        return total
+
+    def summary(self) -> dict[str, int]:
+        return {state: n for state, n in self.counts().items() if n > 0}
+
+    def stat(self, name: str) -> int:
+        return sum(getattr(s.rec.stats, name) for s in self.by_id.values())
+
+    @property
+    def native(self) -> bool:
+        return any(s.rec.native for s in self.by_id.values())
+
+    def waiting(self) -> list[Space]:
+        """Spaces that have retries scheduled (cheap: most have none)."""
+        return [s for s in self.by_id.values() if s.rec._retries]
+
     def close(self) -> None:
         for space in self:
             if space.source is not None:
@@ -200,6 +235,29 @@ class Spaces:
             self.sel.unregister(h)
             h.close()
         self.hints = []
+
+
+def enter_covered(policy: config.Policy) -> list[NetNamespace]:
+    """Every namespace but the caller's own that some rule covers, entered once
+    (for `apply` and `status` with namespaces = "all"). Namespaces that vanish
+    meanwhile are skipped. Raises RuntimeError (one line) when one cannot be
+    entered for another reason."""
+    raise_nofile()
+    scan = discovery.scan()
+    targets = [(f.path, NsId(*key), f.name) for key, f in scan.found.items()
+               if f.name != "self" and covers_netns(policy, f.name)]
+    entered, problem = [], None
+    for (path, nsid, name), got in zip(targets, NetNamespace.enter_many(targets, source=None)):
+        if isinstance(got, BaseException):
+            if not isinstance(got, FileNotFoundError) and not getattr(got, "vanished", False):
+                problem = problem or f"cannot enter network namespace {name} (netns {nsid.ino}): {got}"
+            continue
+        entered.append(got[0])
+    if problem:
+        for ns in entered:
+            ns.close()
+        raise RuntimeError(problem)
+    return entered
 
 
 def raise_nofile() -> None:

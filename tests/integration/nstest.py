@@ -184,6 +184,10 @@ class Named(_SandboxNs):
     def netns_name(self) -> str:
         return self.name
 
+    @property
+    def inode(self) -> int:
+        return self.sandbox.ino(f"/run/netns/{self.name}")
+
     def delete(self) -> None:
         self.close()
         self.sandbox.run("ip", "netns", "del", self.name)
@@ -209,6 +213,10 @@ class Unnamed(_SandboxNs):
     @property
     def netns_name(self) -> str:
         return self.name
+
+    @property
+    def inode(self) -> int:
+        return self.ino
 
     def ip_argv(self, *args) -> list[str]:
         return ["nsenter", "-t", str(self.host_pid), "-n", "--", "ip", *args]
@@ -288,6 +296,7 @@ class _Shell:
     def __init__(self, sandbox: Sandbox):
         self.sandbox = sandbox
         self.name = "the sandbox"
+        self.inode = os.stat(f"/proc/{sandbox.init}/ns/net").st_ino  # the daemon's "self"
 
     def exec_argv(self, *argv) -> list[str]:
         return self.sandbox.enter_argv(pid=True, net=True) + [str(a) for a in argv]

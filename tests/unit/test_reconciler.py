@@ -115,7 +115,8 @@ def test_wanted_on_reading_0_is_written_1_and_threaded(fakesys, attr, rlog, cloc
     assert kind == "link-threaded" and prio == syslog.LOG_INFO
     assert msg.startswith("wg0: ")
     assert fields == {"interface": b"wg0", "ifindex": 5, "wgnapid_rule": "all",
-                      "wgnapid_state": "threaded", "wgnapid_netns": rec.netns}
+                      "wgnapid_state": "threaded", "wgnapid_netns": rec.netns,
+                      "wgnapid_netns_name": "self"}
 
 
 def test_already_as_wanted_is_not_written(fakesys, attr, rlog, clock):

@@ -165,6 +165,7 @@ class Daemon:
         # not hold up the events that come meanwhile. The writes of all
         # namespaces run together; then each is waited for.
         wait = why in ("start-up", "reload")
+        self.spaces.touch_all()
         complete = all([self._resync_space(space, why, wait=False) for space in self.spaces])
         if wait:
             for space in self.spaces:
@@ -192,6 +193,7 @@ class Daemon:
 
     def _handle_events(self, space: Space) -> None:
         rec, ns = space.rec, space.ns
+        self.spaces.touch(space)
         try:
             events = space.source.read()
         except Overflow:
@@ -226,6 +228,7 @@ class Daemon:
         """Discovery had news: enter, rename, release; new and renamed namespaces
         are listed at once."""
         for space in self.spaces.rescan():
+            self.spaces.touch(space)
             self._resync_space(space, "new namespace", wait=False)
 
     def _reload_policy(self) -> None:
@@ -253,6 +256,7 @@ class Daemon:
         self._published = -1  # the source and policy files are news even if no link changes
         self._guard_warning()
         self.resync("reload")
+        self.spaces.settle()
         notify("READY=1")
 
     def _guard_warning(self) -> None:
@@ -347,6 +351,7 @@ class Daemon:
         )
         self._guard_warning()
         self.resync("start-up")
+        self.spaces.settle()
         self._publish(force=True)
         notify("READY=1")
         try:
@@ -360,7 +365,10 @@ class Daemon:
                         except BlockingIOError:
                             pass
                     elif key.data == "completions":
-                        self.rec.collect()  # shared writers: each result goes to its reconciler
+                        # Shared writers: each result goes back to its own reconciler.
+                        for w, (result, check) in self.writers.take():
+                            w.rec._collected(w, result, check)
+                            self.spaces.touch(self.spaces.by_id.get(w.rec.ns.id) or self.spaces.own)
                     elif key.data is self.spaces:
                         self.spaces.hinted()
                         rescan = True
@@ -376,11 +384,13 @@ class Daemon:
                     self._rescan()
                 for space in self.spaces.waiting():
                     space.rec.retry_due(wait=False)
+                    self.spaces.touch(space)
                 if now >= self._next_resync:
                     self.resync("periodic")
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog
+                self.spaces.settle()
                 self._publish()
         finally:
             notify("STOPPING=1")

@@ -34,7 +34,7 @@ from wgnapid.reconciler import Reconciler
 UNREADY_RETRIES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity
 class Space:
     """One covered namespace: its NetNamespace, Reconciler and event source."""
 
@@ -57,9 +57,13 @@ class Spaces:
         self.sel = sel
         self.make_reconciler = make_reconciler  # (NetNamespace) -> Reconciler
         self.by_id: dict[NsId, Space] = {}
-        # Enters, releases and the generations of released spaces: so that
-        # `generation` only grows.
-        self._base_generation = 0
+        # What the loop touched since the last settle(): only those are looked
+        # at for news and retries, so a loop turn costs O(touched), not
+        # O(namespaces) (1,000 namespaces x 1 link: most turns touch one).
+        self._generation = 0  # grows with every state change anywhere, enter and release
+        self._seen: dict[Space, int] = {}  # rec.generation last added in
+        self._touched: set[Space] = set()
+        self._waiting: set[Space] = set()  # spaces with retries scheduled
         self._unready_at: float | None = None
         self.own = self._add(self_ns)
         self.all = policy.daemon.namespaces == "all"
@@ -73,7 +77,9 @@ class Spaces:
     def _add(self, ns: NetNamespace, source=None) -> Space:
         space = Space(ns, self.make_reconciler(ns), source)
         self.by_id[ns.id] = space
-        self._base_generation += 1
+        self._seen[space] = 0
+        self._generation += 1
+        self._touched.add(space)
         return space
 
     def __iter__(self):
@@ -168,7 +174,10 @@ class Spaces:
             self.sel.unregister(space.source)
             space.source.close()
         covered = len(space.rec.links)
-        self._base_generation += space.rec.generation + 1
+        self._generation += 1
+        self._seen.pop(space, None)
+        self._touched.discard(space)
+        self._waiting.discard(space)
         space.rec.forget()
         space.ns.close()
         self.log.info("netns-released",
@@ -198,10 +207,32 @@ class Spaces:
 
     # -- the whole set --------------------------------------------------------
 
+    def touch(self, space: Space) -> None:
+        """The loop worked on this space (events, completions, retries, a re-list)."""
+        self._touched.add(space)
+
+    def touch_all(self) -> None:
+        self._touched.update(self.by_id.values())
+
+    def settle(self) -> None:
+        """Take in what the touched spaces changed: generation, waiting set."""
+        for space in self._touched:
+            if space.ns.id not in self.by_id:
+                continue
+            gen = space.rec.generation
+            self._generation += gen - self._seen.get(space, 0)
+            self._seen[space] = gen
+            if space.rec.next_retry() is not None:
+                self._waiting.add(space)
+            else:
+                self._waiting.discard(space)
+        self._touched.clear()
+
     @property
     def generation(self) -> int:
-        """Grows on every state change in any namespace, and on enter/release."""
-        return self._base_generation + sum(s.rec.generation for s in self.by_id.values())
+        """Grows on every state change in any namespace, and on enter/release
+        (as of the last settle())."""
+        return self._generation
 
     def counts(self):
         from collections import Counter
@@ -222,8 +253,8 @@ class Spaces:
         return any(s.rec.native for s in self.by_id.values())
 
     def waiting(self) -> list[Space]:
-        """Spaces that have retries scheduled (cheap: most have none)."""
-        return [s for s in self.by_id.values() if s.rec._retries]
+        """Spaces that have retries scheduled (as of the last settle())."""
+        return list(self._waiting)
 
     def close(self) -> None:
         for space in self:

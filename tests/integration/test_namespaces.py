@@ -262,3 +262,55 @@ def test_without_cap_sys_admin_all_is_one_line_and_non_zero(sandbox, tmp_path):
             continue
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "CAP_SYS_ADMIN" in lines[0] and 'namespaces = "all"' in lines[0], res.stderr
+
+
+def test_udev_source_sees_events_inside_entered_namespaces(sandbox, sb_daemon, tmp_path):
+    a = sandbox.add_named("a")
+    u = sandbox.add_unnamed()
+    policy = write_ns_policy(tmp_path / "p.toml", rules_for(sandbox, u.name), resync_interval=600,
+                             source="udev")
+    d = sb_daemon(policy).start()
+    # Made after start, resync far away: only the uevents of each namespace,
+    # received on a socket made inside it, can bring these.
+    a.agent.call("tun_create", prefix="t", count=1)
+    u.veth("va0", "vb0")
+    u.make_settable("va0")
+    wait_until(lambda: a.threaded("t0") == 1, SETTLE, "t0 in the named namespace (udev)")
+    wait_until(lambda: u.threaded("va0") == 1, SETTLE, "va0 in the unnamed namespace (udev)")
+    rc, _ = d.stop()
+    assert rc == 0
+    assert_clean_log(d)
+
+
+def test_journal_names_the_namespace_and_one_entry_per_released_namespace(journald, sandbox, sb_daemon,
+                                                                          tmp_path):
+    from wgnapid.log import MESSAGE_IDS
+    from wgtest import wait_journal
+
+    a = sandbox.add_named("a")
+    # Persistent: the links outlive the agent, which a.delete() stops first, and
+    # go only with the namespace.
+    a.agent.call("tun_create", prefix="t", count=2, persist=True)
+    ino = a.inode
+    policy = write_ns_policy(tmp_path / "p.toml", rules_for(sandbox), resync_interval=600)
+    d = sb_daemon(policy, log_target="journal").start()
+    entries = wait_journal(d, lambda e: sum(1 for x in e if x.get("WGNAPID_STATE") == "threaded") >= 2,
+                           "two threaded entries")
+    threaded = [e for e in entries if e.get("WGNAPID_STATE") == "threaded"]
+    assert {(e["INTERFACE"], e["WGNAPID_NETNS_NAME"], e["WGNAPID_NETNS"]) for e in threaded} == {
+        ("t0", a.name, str(ino)), ("t1", a.name, str(ino))}
+    assert all(a.name in e["MESSAGE"] and str(ino) in e["MESSAGE"] for e in threaded), threaded
+    entered = [e for e in entries if e["MESSAGE_ID"] == MESSAGE_IDS["netns-entered"]]
+    assert [(e["WGNAPID_NETNS_NAME"], e["WGNAPID_NETNS"]) for e in entered] == [(a.name, str(ino))]
+
+    a.delete()
+    entries = wait_journal(d, lambda e: any(x["MESSAGE_ID"] == MESSAGE_IDS["netns-released"] for x in e),
+                           "the netns-released entry")
+    released = [e for e in entries if e["MESSAGE_ID"] == MESSAGE_IDS["netns-released"]]
+    assert len(released) == 1 and released[0]["PRIORITY"] == "6", released
+    assert released[0]["WGNAPID_NETNS"] == str(ino)
+    # Quietly: no per-link entry for the links that went with it, nothing at warning or worse.
+    assert not [e for e in entries if e.get("WGNAPID_STATE") == "gone"], entries
+    assert not [e for e in entries if int(e["PRIORITY"]) <= 4], entries
+    rc, _ = d.stop()
+    assert rc == 0

@@ -78,9 +78,10 @@ def machine_meta() -> dict:
     }
 
 
-def snapshot_wgnapid(repo: str, worktree: bool) -> tuple[str, dict]:
+def snapshot_wgnapid(repo: str, worktree: bool, ref: str = "HEAD") -> tuple[str, dict]:
     """A private copy of the daemon's code, used for the whole run: by default
-    wgnapid/ as committed at HEAD (results belong to a commit); with
+    wgnapid/ as committed at HEAD (results belong to a commit); with --ref,
+    as committed at that revision (before/after comparisons); with
     --worktree, the working tree as it is now."""
     top = tempfile.mkdtemp(prefix="wgnapid-bench-snapshot-")
 
@@ -92,12 +93,13 @@ def snapshot_wgnapid(repo: str, worktree: bool) -> tuple[str, dict]:
                         ignore=shutil.ignore_patterns("__pycache__"))
         dirty = bool(git("status", "--porcelain", "--", "wgnapid"))
     else:
-        archive = subprocess.run(["git", "-C", repo, "archive", "HEAD", "wgnapid"],
+        archive = subprocess.run(["git", "-C", repo, "archive", ref, "wgnapid"],
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", top], input=archive, check=True)
         dirty = False
     compileall.compile_dir(os.path.join(top, "wgnapid"), quiet=1)  # start-up timing: no compiling
-    return top, {"wgnapid_commit": git("log", "-1", "--format=%h", "HEAD", "--", "wgnapid") or "?",
+    return top, {"wgnapid_commit": git("log", "-1", "--format=%h", "HEAD" if worktree else ref, "--",
+                                       "wgnapid") or "?",
                  "wgnapid_dirty": dirty}
 
 
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run wgnapid under a profiler (keeps the work directories; figures not valid)")
     p.add_argument("--worktree", action="store_true",
                    help="run the daemon from the working tree (default: wgnapid/ as committed at HEAD)")
+    p.add_argument("--ref", metavar="REV", default="HEAD",
+                   help="run the daemon as committed at REV (e.g. main, for a before/after comparison)")
     p.add_argument("--report", metavar="RAW", help="only render the report from a raw.json")
     p.add_argument("--write", metavar="DIR", help="with --report: also write RESULTS.md and "
                    "latency.png into DIR (re-rendering a real run after a report change)")
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     orchestrate.install_signal_handlers()
     items = plan.build(args.quick)
-    partial = bool(args.only or args.subjects or args.profile or args.worktree)
+    partial = bool(args.only or args.subjects or args.profile or args.worktree or args.ref != "HEAD")
     if args.only:
         keys = set(args.only.split(","))
         items = [i for i in items if i.key in keys]
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                 load_before=list(os.getloadavg()), qemu_runs=0, test_runs=0, runs=0)
     total = sum(i.repeats for i in items)
-    snapshot, snap_info = snapshot_wgnapid(orchestrate.REPO, args.worktree)
+    snapshot, snap_info = snapshot_wgnapid(orchestrate.REPO, args.worktree, args.ref)
     meta.update(snap_info)
     print(f"bench: wgnapid daemon code of commit {meta['wgnapid_commit']}"
           f"{' + uncommitted changes' if meta['wgnapid_dirty'] else ''}, snapshot in {snapshot}",

@@ -87,6 +87,8 @@ def build(quick: bool) -> list[Item]:
 
     # parsing cost of one RTM_NEWLINK (cited by wgnapid/links.py)
     add("parse", "wgnapid", {"type": "parse"})
+    # what the identity proof costs per sysfs access (cited by docs/DESIGN.md)
+    add("identity", "wgnapid", {"type": "identity", "n": 200}, 1 if q else 3)
 
     # 4. idle
     add("idle", "wgnapid", {"type": "idle", "window_s": 10 if q else 60})

@@ -146,8 +146,11 @@ class Wgnapid:
         return {"cpu_ns": proc_cpu_ns(self.proc.pid), **proc_status(self.proc.pid)}
 
     def status(self) -> dict:
+        # status-<netns inode>.json (one per namespace); status.json before that.
+        names = sorted(n for n in os.listdir(self.runtime) if n.startswith("status")
+                       and n.endswith(".json")) if os.path.isdir(self.runtime) else []
         try:
-            with open(os.path.join(self.runtime, "status.json")) as f:
+            with open(os.path.join(self.runtime, names[0] if names else "status.json")) as f:
                 doc = json.load(f)
             return {"stats": doc.get("stats", {}), "summary": doc.get("summary", {})}
         except (OSError, ValueError):

@@ -226,6 +226,24 @@ class Run:
                 venv = os.path.basename(sys.prefix if py == sys.executable else os.path.dirname(os.path.dirname(py)))
                 self.out["parse"].append(dict(json.loads(r.stdout), venv=venv))
 
+    def identity(self) -> None:
+        """CPU per sysfs access with and without the identity proof (bench.identitycost),
+        over ``n`` tun links of this namespace."""
+        import subprocess
+
+        names = [self.name("i", i) for i in range(self.spec.get("n", 200))]
+        for name in names:
+            fd, _ = netdev.tun_napi(name)
+            self.fds.append(fd)
+        path = os.path.join(self.workdir, "names.json")
+        with open(path, "w") as f:
+            json.dump(names, f)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        pypath = os.pathsep.join(p for p in (self.spec.get("snapshot"), repo) if p)
+        r = subprocess.run([sys.executable, "-m", "bench.identitycost", path], capture_output=True,
+                           text=True, cwd=self.workdir, env=dict(os.environ, PYTHONPATH=pypath))
+        self.out["identity"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-2000:]}
+
     def idle(self) -> None:
         time.sleep(self.spec.get("settle_s", 2.0))
         status0 = self.subject.status()
@@ -286,13 +304,13 @@ class Run:
 
     def run(self) -> dict:
         kind = self.spec["type"]
-        if kind not in ("ready", "parse"):
+        if kind not in ("ready", "parse", "identity"):
             self.out["start_s"] = self.subject.start()
             time.sleep(self.spec.get("warmup_s", 0.5))
             self.out["start_sample"] = self.sample()
         try:
             getattr(self, kind)()
-            if kind not in ("ready", "parse"):
+            if kind not in ("ready", "parse", "identity"):
                 self.out["end_sample"] = self.sample()
                 self.out["status"] = self.subject.status()
         finally:

@@ -109,7 +109,12 @@ def cmd_run(args, policy: config.Policy) -> int:
     from wgnapid.daemon import Daemon
 
     log = Log(args.log_target, args.log_level or policy.daemon.log_level)
-    return Daemon(policy, args.config, log).run()
+    try:
+        daemon = Daemon(policy, args.config, log)
+    except OSError as exc:  # no sysfs, no netlink: one line
+        return _fail(f"cannot watch this network namespace: {exc.filename or ''}"
+                     f"{': ' if exc.filename else ''}{exc.strerror or exc}")
+    return daemon.run()
 
 
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
@@ -121,7 +126,11 @@ def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
     from wgnapid.reconciler import Reconciler
     from wgnapid.spaces import enter_covered
 
-    ns = NetNamespace.current()
+    try:
+        ns = NetNamespace.current()
+    except OSError as exc:
+        raise RuntimeError(f"cannot watch this network namespace: {exc.filename or ''}"
+                           f"{': ' if exc.filename else ''}{exc.strerror or exc}") from None
     spaces = [ns]
     try:
         problem = ns.check_view()
@@ -141,6 +150,11 @@ def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
         for space in spaces:
             space.close()
     return own, states
+
+
+def _shown(row: dict) -> str:
+    """A JSON row's link name as text for the terminal (escaped, wgnapid.ifname)."""
+    return ifname.printable(bytes.fromhex(row["name_hex"]))
 
 
 def cmd_apply(args, policy: config.Policy) -> int:
@@ -171,7 +185,7 @@ def cmd_apply(args, policy: config.Policy) -> int:
     else:
         for row in rows:
             verb = "would change" if row["state"] == "pending" else ("changed" if row["changed"] else "ok")
-            line = f"{ifname.printable(ifname.decode(bytes.fromhex(row['name_hex']))):<16} {row['state']:<9} {verb}"
+            line = f"{_shown(row):<16} {row['state']:<9} {verb}"
             if policy.daemon.namespaces == "all":
                 line = f"{_netns_text(row):<28} {line}"
             if row["reason"]:
@@ -262,8 +276,7 @@ def cmd_status(args, policy: config.Policy) -> int:
         if row["rule"] is None:
             continue
         now = "-" if row["current"] is None else str(row["current"])
-        name = ifname.printable(ifname.decode(bytes.fromhex(row["name_hex"])))
-        line = (f"{name:<16} {row['ifindex']:>7} {row['kind'] or '-':<10} {row['rule']:<12} "
+        line = (f"{_shown(row):<16} {row['ifindex']:>7} {row['kind'] or '-':<10} {row['rule']:<12} "
                 f"{row['wanted']:<6} {now:<3} {row['napi_threads']:>4}  {row['state']}")
         if row["reason"]:
             line += f" ({row['reason']})"

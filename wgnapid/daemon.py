@@ -152,14 +152,8 @@ class Daemon:
     def resync(self, why: str) -> None:
         """Full re-list of every covered namespace (and, with namespaces = "all",
         of the namespaces themselves): the answer to start-up, reload and the timer."""
-        if why == "start-up":
-            # Nothing is written through a sysfs view that is not this
-            # namespace's own (wgnapid.netns.check_view). The view is held as a
-            # directory fd from here on, so a later remount of /sys cannot
-            # change it. (Entered namespaces get a sysfs of their own.)
-            problem = self.ns.check_view()
-            if problem:
-                raise RuntimeError(self.ns.problem_line(problem))
+        # (The own namespace's sysfs view is proven in run(); entered
+        # namespaces get a sysfs instance of their own.)
         self.spaces.rescan()
         # Start-up and reload finish their writes before READY=1; the timer does
         # not hold up the events that come meanwhile. The writes of all
@@ -338,6 +332,14 @@ class Daemon:
         return max(0.0, min(deadlines) - now)
 
     def run(self) -> int:
+        # Nothing is written through a sysfs view that is not this namespace's
+        # own (wgnapid.netns.check_view): one line and exit 1 (cli). The view is
+        # held as a directory fd from here on, so a later remount of /sys
+        # cannot change it.
+        problem = self.ns.check_view()
+        if problem:
+            self.ns.close()
+            raise RuntimeError(self.ns.problem_line(problem))
         self._signals()
         self.sel.register(self.writers.fd, selectors.EVENT_READ, "completions")
         # Subscribe before listing, so nothing falls between (entered namespaces

@@ -280,7 +280,12 @@ class UdevSource:
             if device.action == "remove":
                 events.append(LinkEvent(ifindex, True, None))
                 continue
-            name, devtype = props.get("INTERFACE", ""), props.get("DEVTYPE")
+            try:
+                name, devtype = props.get("INTERFACE", ""), props.get("DEVTYPE")
+            except UnicodeDecodeError:
+                # pyudev decodes strictly, and a name need not be UTF-8
+                # (wgnapid.ifname): rtnetlink gives the bytes.
+                name, devtype = "", None
             if devtype and name:
                 events.append(LinkEvent(ifindex, False, Link(ifindex, name, devtype)))
             else:

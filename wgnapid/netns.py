@@ -304,9 +304,10 @@ class NetNamespace:
             if link.name == name and looked_up is not None:
                 # rtnetlink confirms the name, yet the directory of that name is
                 # not this ifindex: the sysfs view is not this namespace's.
-                return Result(Outcome.ERROR, detail=(
-                    f"{self.root}/{ifname.printable(name)} is not ifindex {ifindex} although rtnetlink "
-                    f"names it so: this sysfs view is not network namespace {self.id.ino}'s")), looked_up
+                return (Result(Outcome.ERROR, detail=(
+                    f"{self.root}/{ifname.printable(name)} is missing or not ifindex {ifindex}, although "
+                    f"rtnetlink names it so: this sysfs view is not network namespace {self.id.ino}'s")),
+                    looked_up)
             looked_up = link
             name = link.name
         return Result(Outcome.ERROR, detail=(

@@ -307,7 +307,9 @@ class Reconciler:
             # Names and kinds follow every event, also while a write is in
             # flight: that write holds an fd under the proven directory, so it
             # still reaches this link, and what is logged of it uses this name.
-            st.name, st.kind = link.name, link.kind
+            if st.name != link.name or st.kind != link.kind:
+                st.name, st.kind = link.name, link.kind
+                self.generation += 1  # the published view follows renames
             if st.writing:
                 st.again = True  # one write per link at a time; collect() looks again
                 return st
@@ -321,6 +323,7 @@ class Reconciler:
         opened, current = self.ns.open_threaded(st.ifindex, st.name, write=not self.dry_run)
         if current is not None and (current.name, current.kind) != (st.name, st.kind):
             st.name, st.kind = current.name, current.kind
+            self.generation += 1
             if not self._decide(st):  # renamed out of its rule
                 if not isinstance(opened, Result):
                     self.attr.close(opened)

@@ -192,6 +192,47 @@ def test_s07_deleted_while_waiting(daemons, links, keys, enforcing_policy):
     wait_threaded("wgd2")
 
 
+def test_s11_renamed_while_waiting_and_its_name_taken(daemons, links, keys, enforcing_policy):
+    """A link is (netns, ifindex): a WireGuard link renamed while it waits for its
+    first peer, and a settable veth taking its old name while the daemon is busy
+    (SIGSTOP). The renamed link is threaded once it gets its peer; the veth,
+    which no rule matches, is never written."""
+    import signal
+
+    daemon = daemons.get(enforcing_policy)
+    since = _now_us()
+    links.add("wgw1")
+    guestlib.run("ip", "link", "set", "wgw1", "up")
+    wait_published(daemon, "wgw1", "waiting")
+    ifindex = json.loads(guestlib.run("ip", "-j", "link", "show", "wgw1").stdout)[0]["ifindex"]
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        guestlib.run("ip", "link", "set", "wgw1", "down")
+        guestlib.run("ip", "link", "set", "wgw1", "name", "wgw2")
+        links.names[links.names.index("wgw1")] = "wgw2"
+        guestlib.run("ip", "link", "set", "wgw2", "up")
+        guestlib.run("ip", "link", "add", "wgw1", "type", "veth", "peer", "name", "wgv1")
+        links.names += ["wgw1"]  # deleted at tear-down (its peer with it)
+        guestlib.run("ip", "link", "set", "wgw1", "up")
+        guestlib.run("ethtool", "-K", "wgw1", "gro", "on")
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    wait_published(daemon, "wgw2", "waiting")
+    guestlib.add_peers("wgw2", keys, peers=1, net=111)  # no event: the retry timer finds it
+    wait_threaded("wgw2", timeout=PENDING_MAX_DELAY + 10)
+    wait_published(daemon, "wgw2", "threaded")
+    assert napi_thread_count("wgw2") == 1
+    hold_for("the veth wgw1 left at 0", lambda: threaded("wgw1") == "0", 2.5)
+    assert daemon.alive()
+    guestlib.journal_sync()
+    entries = _entries_since(daemon.journal(), since)
+    mine = [(e.get("INTERFACE"), e.get("WGNAPID_STATE")) for e in entries
+            if e.get("IFINDEX") == str(ifindex)]
+    assert mine == [("wgw1", "waiting"), ("wgw2", "threaded")], mine
+    assert all(e.get("WGNAPID_NETNS") for e in entries if e.get("IFINDEX"))
+    assert not [e["MESSAGE"] for e in entries if "re-asserted" in e["MESSAGE"]]
+
+
 def test_s04_hundred_tunnels(daemons, links, keys, enforcing_policy, record_property):
     """100 tunnels x 2 peers back to back; one journal entry per state change per link."""
     daemon = daemons.get(enforcing_policy)

@@ -49,11 +49,32 @@ def netns():
 
 
 @pytest.fixture
+def netns_factory():
+    """More namespaces for one test (the first is the `netns` fixture)."""
+    made: list[Netns] = []
+
+    def make() -> Netns:
+        name = f"{NS_PREFIX}{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        ns = Netns(name)
+        made.append(ns)
+        ns.ip("link", "set", "lo", "up")
+        return ns
+
+    try:
+        yield make
+    finally:
+        for ns in made:
+            ns.close()
+            subprocess.run(["ip", "netns", "del", ns.name], check=False)
+
+
+@pytest.fixture
 def daemon_factory(netns, tmp_path):
     made: list[Daemon] = []
 
-    def make(policy: Path, **kw) -> Daemon:
-        d = Daemon(netns, policy, tmp_path / f"daemon{len(made)}", **kw)
+    def make(policy: Path, ns: Netns | None = None, **kw) -> Daemon:
+        d = Daemon(ns or netns, policy, tmp_path / f"daemon{len(made)}", **kw)
         made.append(d)
         return d
 

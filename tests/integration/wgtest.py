@@ -161,6 +161,7 @@ class Netns:
     def run(self, *argv, check: bool = True, **kw) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
+        kw.setdefault("errors", "surrogateescape")
         kw.setdefault("timeout", 120)
         res = subprocess.run(self.exec_argv(*argv), **kw)
         if check and res.returncode != 0:
@@ -168,7 +169,9 @@ class Netns:
         return res
 
     def ip(self, *args, check: bool = True) -> subprocess.CompletedProcess:
-        res = subprocess.run(["ip", "-n", self.name, *map(str, args)], capture_output=True, text=True, timeout=120)
+        # Link names are bytes (not always UTF-8): decoded losslessly, as wgnapid does.
+        res = subprocess.run(["ip", "-n", self.name, *map(str, args)], capture_output=True, text=True,
+                             errors="surrogateescape", timeout=120)
         if check and res.returncode != 0:
             raise AssertionError(f"ip {' '.join(map(str, args))} in {self.name}: {res.stderr}")
         return res
@@ -224,14 +227,15 @@ class Daemon:
     RUNTIME_DIRECTORY and log file."""
 
     def __init__(self, ns: Netns, policy: Path, workdir: Path, *, log_target: str = "stderr",
-                 log_level: str | None = None):
+                 log_level: str | None = None, runtime_dir: Path | None = None):
         self.ns = ns
         self.policy = policy
         self.workdir = workdir
         self.log_target = log_target
         self.log_level = log_level
-        self.runtime_dir = workdir / "run"
+        self.runtime_dir = runtime_dir or workdir / "run"
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
         # sun_path is limited to 108 bytes: keep the socket in a short directory.
         self._sockdir = tempfile.mkdtemp(prefix="wgn-", dir="/tmp")
         self.notify_path = os.path.join(self._sockdir, "notify")

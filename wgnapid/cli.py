@@ -330,12 +330,19 @@ def cmd_doctor(args) -> int:
         problems.append(privilege_problem)
     doc_links: dict[str, int] = {}
     native = None
+    namespaces = None
     if policy is not None and not privilege_problem and view_ok and attr:
-        status = status_document(policy)
-        doc_links = status["summary"]
-        native = status["kernel"]["native"]
-        if doc_links.get("failed"):
-            problems.append(f"{doc_links['failed']} link(s) failed; see `wgnapid status`")
+        try:
+            status = status_document(policy)
+        except RuntimeError as exc:  # a namespace that cannot be entered (namespaces = "all")
+            problems.append(str(exc))
+            status = None
+        if status is not None:
+            doc_links = status["summary"]
+            native = status["kernel"]["native"]
+            namespaces = len({row["netns"] for row in status["links"]})
+            if doc_links.get("failed"):
+                problems.append(f"{doc_links['failed']} link(s) failed; see `wgnapid status`")
     guard = policy.daemon.kernel_guard if policy else None
     doc = {
         "version": __version__,
@@ -348,6 +355,7 @@ def cmd_doctor(args) -> int:
         "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin(),
                        "cap_sys_admin": has_cap(CAP_SYS_ADMIN), "cap_sys_ptrace": has_cap(CAP_SYS_PTRACE)},
         "namespaces": policy.daemon.namespaces if policy else None,
+        "namespaces_seen": namespaces,  # how many namespaces' links were read
         "links": doc_links,
         "problems": problems,
         "ok": not problems,
@@ -371,7 +379,8 @@ def cmd_doctor(args) -> int:
         print(f"privileges: root={priv['root']} cap_net_admin={priv['cap_net_admin']}"
               + (f" cap_sys_admin={priv['cap_sys_admin']} cap_sys_ptrace={priv['cap_sys_ptrace']}"
                  if doc["namespaces"] == "all" else ""))
-        print(f"namespaces: {doc['namespaces'] or '-'}")
+        print(f"namespaces: {doc['namespaces'] or '-'}"
+              + (f" ({namespaces} with links read)" if namespaces is not None else ""))
         print(f"links:      {', '.join(f'{n} {s}' for s, n in sorted(doc_links.items())) or 'none'}")
         for p in problems:
             print(f"PROBLEM:    {p}")

@@ -117,6 +117,10 @@ def test_named_and_unnamed_namespaces_before_and_after_start(sandbox, sb_daemon,
     arows = {(r["netns_name"], r["name"]): r for r in ap["links"]}
     assert arows[(u.name, "t0")]["netns"] == u.ino and arows[(u.name, "t0")]["state"] == "threaded"
     assert not any(r["changed"] for r in ap["links"]), ap
+    doc = json.loads(d.cli("doctor", "--json", check=True).stdout)
+    assert doc["ok"] and doc["namespaces"] == "all", doc["problems"]
+    assert doc["privileges"]["cap_sys_admin"] and doc["namespaces_seen"] >= 5, doc  # self, a, b, u, u2
+    assert doc["links"].get("threaded", 0) >= 8, doc["links"]
     assert d.alive()
     rc, _ = d.stop()
     assert rc == 0

@@ -372,8 +372,7 @@ class Daemon:
                             w.rec._collected(w, result, check)
                             self.spaces.touch(self.spaces.by_id.get(w.rec.ns.id) or self.spaces.own)
                     elif key.data is self.spaces:
-                        self.spaces.hinted()
-                        rescan = True
+                        rescan |= self.spaces.hinted()
                     elif key.data.ns.id in self.spaces.by_id:  # not released in this round
                         self._handle_events(key.data)
                 if self._stop:

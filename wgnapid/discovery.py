@@ -32,6 +32,7 @@ import ctypes
 import errno
 import os
 import socket
+import struct
 from dataclasses import dataclass
 
 RUN_NETNS = "/run/netns"
@@ -64,10 +65,16 @@ def nsfs_key(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+IN_Q_OVERFLOW = 0x4000
+_EVENT = struct.Struct("=iIII")
+
+
 class DirWatch:
     """inotify on the watched directories; a directory that does not exist yet
-    is waited for through its nearest existing parent. Readable means "scan
-    again" (events are not parsed: the scan reads the truth)."""
+    is waited for through its nearest existing parent (e.g. /run until Docker
+    makes /run/docker). Events only say "scan again" (the scan reads the
+    truth); on a parent, only the entry that leads to a watched directory
+    counts, so other files coming and going in /run cost a read, not a scan."""
 
     def __init__(self, dirs: tuple[str, ...] = WATCHED):
         self.dirs = dirs
@@ -76,32 +83,54 @@ class DirWatch:
             err = ctypes.get_errno()
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
         self.fd = fd
+        self.wants: dict[int, set[bytes] | None] = {}  # wd -> names that matter (None: all)
         self.rearm()
 
     def rearm(self) -> None:
         """(Re-)add the watches: idempotent (the kernel returns the same watch
-        for the same inode), so it is called after every event, when a watched
-        directory may have appeared or been replaced."""
+        for the same inode), so it is called after every relevant event, when a
+        watched directory may have appeared or been replaced."""
+        wants: dict[int, set[bytes] | None] = {}
         for d in self.dirs:
-            path = d
+            path, child = d, None
             while path not in ("/", ""):
-                if _libc.inotify_add_watch(self.fd, path.encode(), _DIR_MASK | IN_ONLYDIR) >= 0:
+                wd = _libc.inotify_add_watch(self.fd, path.encode(), _DIR_MASK | IN_ONLYDIR)
+                if wd >= 0:
+                    if child is None or wants.get(wd, set()) is None:
+                        wants[wd] = None
+                    else:
+                        wants.setdefault(wd, set()).add(child)
                     break
                 if ctypes.get_errno() not in (errno.ENOENT, errno.ENOTDIR):
                     break
-                path = os.path.dirname(path)
+                path, child = os.path.dirname(path), os.path.basename(path).encode()
+        self.wants = wants
 
     def fileno(self) -> int:
         return self.fd
 
-    def drain(self) -> None:
+    def drain(self) -> bool:
+        """Read what is pending; True when a scan is needed."""
+        needed = False
         while True:
             try:
-                if not os.read(self.fd, 65536):
-                    break
+                buf = os.read(self.fd, 65536)
             except BlockingIOError:
                 break
-        self.rearm()
+            if not buf:
+                break
+            offset = 0
+            while offset + _EVENT.size <= len(buf):
+                wd, mask, _cookie, length = _EVENT.unpack_from(buf, offset)
+                name = buf[offset + _EVENT.size: offset + _EVENT.size + length].split(b"\0", 1)[0]
+                offset += _EVENT.size + length
+                want = self.wants.get(wd, None)
+                if mask & IN_Q_OVERFLOW or wd not in self.wants or want is None or name in want \
+                        or mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+                    needed = True
+        if needed:
+            self.rearm()
+        return needed
 
     def close(self) -> None:
         os.close(self.fd)
@@ -119,12 +148,13 @@ class NsidHint:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def drain(self) -> None:
+    def drain(self) -> bool:
+        """Read what is pending; always True (a scan is needed)."""
         while True:
             try:
                 self.sock.recv(65536)
             except BlockingIOError:
-                return
+                return True
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     continue  # lost hints: the scan that follows reads everything anyway

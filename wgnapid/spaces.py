@@ -106,10 +106,9 @@ class Spaces:
 
     # -- discovery ------------------------------------------------------------
 
-    def hinted(self) -> None:
-        """A hint fd is readable: take what it says (nothing but "look again")."""
-        for h in self.hints:
-            h.drain()
+    def hinted(self) -> bool:
+        """A hint fd is readable: take what it says; True when a scan is needed."""
+        return any([h.drain() for h in self.hints])
 
     def rescan(self) -> list[Space]:
         """Follow the host: enter new namespaces, rename, release vanished ones.

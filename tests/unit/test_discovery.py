@@ -67,15 +67,20 @@ def test_dirwatch_wakes_for_a_new_entry_and_for_a_directory_made_later(tmp_path)
         assert select.select([w], [], [], 0)[0] == []
         (present / "x").write_text("")
         assert select.select([w], [], [], 5)[0] == [w]
-        w.drain()
+        assert w.drain() is True
         assert select.select([w], [], [], 0)[0] == []
+        # Other entries of a parent watched for a directory to come: read, no scan.
+        (tmp_path / "run" / "something.pid").write_text("1")
+        assert select.select([w], [], [], 5)[0] == [w]
+        assert w.drain() is False
         later.parent.mkdir()  # seen through the nearest existing parent ...
         assert select.select([w], [], [], 5)[0] == [w]
-        w.drain()
+        assert w.drain() is True
         later.mkdir()
         assert select.select([w], [], [], 5)[0] == [w]
-        w.drain()
+        assert w.drain() is True
         (later / "abc").write_text("")  # ... and once it exists, its own watch
         assert select.select([w], [], [], 5)[0] == [w]
+        assert w.drain() is True
     finally:
         w.close()

@@ -21,8 +21,11 @@ STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things cha
 DEFAULT_RUNTIME_DIR = "/run/wgnapid"
 
 
-def notify(message: str) -> bool:
-    """sd_notify(3): send to $NOTIFY_SOCKET if there is one."""
+def notify(message: str, *, block: bool = True) -> bool:
+    """sd_notify(3): send to $NOTIFY_SOCKET if there is one. ``block=False``
+    (STATUS= updates): when the receiver's queue is full (a datagram socket
+    holds net.unix.max_dgram_qlen, 10 by default), drop the message and return
+    False instead of stopping the loop until the receiver reads."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return False
@@ -31,7 +34,7 @@ def notify(message: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
             s.connect(path)
-            s.sendall(message.encode())
+            s.send(message.encode(), 0 if block else socket.MSG_DONTWAIT)
         return True
     except OSError:
         return False
@@ -287,9 +290,8 @@ class Daemon:
         self._published = self.spaces.generation
         self._status_written = now
         text = summary_text(self.spaces.counts())
-        if text != self._status_text:
-            notify(f"STATUS={text}")
-            self._status_text = text
+        if text != self._status_text and notify(f"STATUS={text}", block=False):
+            self._status_text = text  # (a dropped one is sent again at the next publish)
         path = status_path(self.netns)
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)

@@ -180,7 +180,12 @@ class Daemon:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(60)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError("the daemon did not stop within 60 s of SIGTERM") from None
         self.sock.close()
 
 

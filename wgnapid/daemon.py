@@ -21,11 +21,15 @@ STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things cha
 DEFAULT_RUNTIME_DIR = "/run/wgnapid"
 
 
+NOTIFY_TIMEOUT = 1.0  # seconds a READY=1/STOPPING=1/... may wait for a full receiver queue
+
+
 def notify(message: str, *, block: bool = True) -> bool:
-    """sd_notify(3): send to $NOTIFY_SOCKET if there is one. ``block=False``
-    (STATUS= updates): when the receiver's queue is full (a datagram socket
-    holds net.unix.max_dgram_qlen, 10 by default), drop the message and return
-    False instead of stopping the loop until the receiver reads."""
+    """sd_notify(3): send to $NOTIFY_SOCKET if there is one. A datagram socket
+    queues net.unix.max_dgram_qlen (10 by default) messages; when the receiver
+    does not read, a send waits at most NOTIFY_TIMEOUT (``block=False``, for
+    STATUS= updates: not at all) and the message is dropped (False): the loop
+    never stops for a receiver that does not read."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return False
@@ -33,8 +37,9 @@ def notify(message: str, *, block: bool = True) -> bool:
         path = "\0" + path[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(NOTIFY_TIMEOUT if block else 0)
             s.connect(path)
-            s.send(message.encode(), 0 if block else socket.MSG_DONTWAIT)
+            s.send(message.encode())
         return True
     except OSError:
         return False

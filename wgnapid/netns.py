@@ -316,36 +316,42 @@ class NetNamespace:
 
     # -- the view ----------------------------------------------------------------
 
-    def _view_problem(self, links: list[Link]) -> str | None:
-        known = set()
+    def _contradictions(self, links: list[Link]) -> list[tuple[Link | str, str]]:
+        """What the sysfs view says against rtnetlink's ``links``: (the link, or
+        the name sysfs shows that rtnetlink did not list, and the line)."""
+        found: list[tuple[Link | str, str]] = []
         for link in links:
-            known.add(link.name)
             shown = ifname.printable(link.name)
             try:
                 dfd = self._link_dir(link.name)
             except ValueError as exc:
-                return f"rtnetlink lists ifindex {link.ifindex} with a name the kernel refuses ({exc})"
+                found.append((link, f"rtnetlink lists ifindex {link.ifindex} with a name the kernel "
+                                    f"refuses ({exc})"))
+                continue
             except OSError:
-                return (f"{self.root} has no {shown}, which rtnetlink lists as ifindex "
-                        f"{link.ifindex}")
+                found.append((link, f"{self.root} has no {shown}, which rtnetlink lists as ifindex "
+                                    f"{link.ifindex}"))
+                continue
             try:
                 index = self._read_attr(dfd, "ifindex")
                 if index != b"%d" % link.ifindex:
-                    return (f"{self.root}/{shown} is ifindex {index.decode(errors='replace')}, "
-                            f"rtnetlink's {shown} is ifindex {link.ifindex}")
-                if link.address:
+                    found.append((link, f"{self.root}/{shown} is ifindex {index.decode(errors='replace')}, "
+                                        f"rtnetlink's {shown} is ifindex {link.ifindex}"))
+                elif link.address:
                     address = self._read_attr(dfd, "address")
                     if address != link.address.hex(":").encode():
-                        return (f"{self.root}/{shown} has address {address.decode(errors='replace')}, "
-                                f"rtnetlink's {shown} has {link.address.hex(':')}")
+                        found.append((link, f"{self.root}/{shown} has address "
+                                            f"{address.decode(errors='replace')}, rtnetlink's {shown} "
+                                            f"has {link.address.hex(':')}"))
             except OSError as exc:
-                return f"{self.root}/{shown}: {exc.strerror}"
+                found.append((link, f"{self.root}/{shown}: {exc.strerror}"))
             finally:
                 os.close(dfd)
+        listed = {link.name for link in links}
         try:
             entries = os.listdir(self.dirfd)
         except OSError as exc:
-            return f"cannot list {self.root}: {exc.strerror}"
+            return found + [("", f"cannot list {self.root}: {exc.strerror}")]
         for entry in entries:
             # Devices are symlinks (or directories); files such as
             # bonding_masters are class attributes.
@@ -356,9 +362,10 @@ class NetNamespace:
             if not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
                 continue
             name = ifname.decode(os.fsencode(entry))
-            if name not in known:
-                return f"{self.root} shows {ifname.printable(name)}, which rtnetlink does not list"
-        return None
+            if name not in listed:
+                found.append((name, f"{self.root} shows {ifname.printable(name)}, which rtnetlink "
+                                    "does not list"))
+        return found
 
     def check_view(self) -> str | None:
         """None when the sysfs view shows this namespace's links, else one line
@@ -367,21 +374,34 @@ class NetNamespace:
         /sys shows the namespace of whoever mounted it (KERNEL-FACTS.md): after a
         setns() without a remount (nsenter --net), rtnetlink answers for one
         namespace and sysfs for another, and names may coincide (every namespace
-        has lo, ifindex 1). So names are not proof: every link of a consistent
-        dump must be there with the same ifindex and hardware address, and sysfs
-        must show no link rtnetlink does not list. Links changing meanwhile get
-        VIEW_ATTEMPTS tries. (Two namespaces holding nothing but lo look alike;
-        there is nothing to write then, and every later access is proven by
-        ifindex.)"""
+        has lo, ifindex 1). So names are not proof: every link must be there with
+        the same ifindex and hardware address, and sysfs must show no link that
+        rtnetlink does not list. Links that change while this looks (churn on a
+        busy host) prove nothing either way: a contradiction counts only about a
+        link that rtnetlink lists identically before and after the sysfs reads
+        (or a name it lists at neither time), so churn cannot fail a correct
+        view. VIEW_ATTEMPTS tries. (Two namespaces holding nothing but lo look
+        alike; there is nothing to write then, and every later access is proven
+        by ifindex.) A failed dump is a problem line too; raises nothing."""
         problem = None
         for _ in range(VIEW_ATTEMPTS):
             try:
-                links, _consistent = self.dump()
+                before, _ = self.dump()
+                found = self._contradictions(before)
+                if not found:
+                    return None
+                after, _ = self.dump()
             except OSError as exc:
                 return f"rtnetlink link dump failed: {exc.strerror or exc}"
-            problem = self._view_problem(links)
-            if problem is None:
-                return None
+            unchanged = set(before) & set(after)
+            names = {link.name for link in before} | {link.name for link in after}
+            for what, line in found:
+                if (what in unchanged) if isinstance(what, Link) else (what not in names):
+                    problem = line
+                    break
+            else:
+                continue  # only churn: look again
+            return problem
         return problem
 
     def problem_line(self, problem: str) -> str:

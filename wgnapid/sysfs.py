@@ -97,6 +97,7 @@ class ThreadedAttr:
         return Opened(ifname, fd, False, keep)
 
     def read_opened(self, op: Opened) -> Result:
+        """pread at offset 0: Result(OK, value) or the errno's outcome."""
         try:
             # pread at 0: sysfs regenerates the value for every read from the start.
             raw = os.pread(op.fd, 16, 0)
@@ -108,6 +109,8 @@ class ThreadedAttr:
         return Result(Outcome.OK, value=int(text))
 
     def write_opened(self, op: Opened, value: int) -> Result:
+        """One pwrite of b"0\\n"/b"1\\n" at offset 0 (ValueError for other values);
+        safe on a writer thread (no shared state)."""
         if value not in (0, 1):
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
         data = b"1\n" if value else b"0\n"
@@ -135,12 +138,15 @@ class ThreadedAttr:
         return Result(Outcome.OK, value=value)
 
     def close(self, op: Opened) -> None:
+        """Close what ``open`` opened (the attribute, and the kept directory)."""
         os.close(op.fd)
         if op.dirfd >= 0:
             os.close(op.dirfd)
             op.dirfd = -1
 
     def read(self, dirfd: int, ifname: str = "") -> Result:
+        """Open, read and close `threaded` under the link directory ``dirfd``:
+        Result(OK, value 0/1), or the outcome of the errno (never raises OSError)."""
         op = self.open(dirfd, ifname, write=False)
         if isinstance(op, Result):
             return op
@@ -150,6 +156,8 @@ class ThreadedAttr:
             self.close(op)
 
     def write(self, dirfd: int, value: int, ifname: str = "") -> Result:
+        """Open, write ``value`` (0 or 1; ValueError otherwise) and close `threaded`
+        under the link directory ``dirfd``; a short write is GONE (KERNEL-FACTS)."""
         if value not in (0, 1):
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
         op = self.open(dirfd, ifname)

@@ -171,3 +171,25 @@ def test_check_view_refuses_links_rtnetlink_does_not_know(fakesys, ns, monkeypat
                         lambda attempts=5: ([Link(1, "lo", ""), Link(2, "va0", "veth")], True))
     assert ns.check_view() is None
     assert "does not show" in ns.problem_line("x")
+
+
+def test_check_view_is_not_failed_by_churn(fakesys, ns, monkeypatch):
+    # va0 is being deleted and re-created while the check looks: rtnetlink's two
+    # dumps disagree about it, so what sysfs says of it proves nothing.
+    fakesys.add("lo", "0\n", 1)
+    fakesys.add("va0", "0\n", 7)
+    dumps = iter([[Link(1, "lo", ""), Link(5, "va0", "veth")], [Link(1, "lo", ""), Link(8, "va0", "veth")]] * 3)
+    monkeypatch.setattr(ns.rtnl, "dump_consistent", lambda attempts=5: (next(dumps), True))
+    assert ns.check_view() is None
+
+
+def test_check_view_counts_a_contradiction_about_an_unchanged_link(fakesys, ns, monkeypatch):
+    fakesys.add("lo", "0\n", 1)
+    fakesys.add("va0", "0\n", 7)
+    fakesys.add("vb0", "0\n", 9)
+    # va0 churns, vb0 is listed identically twice and sysfs disagrees: a foreign view.
+    dumps = iter([[Link(1, "lo", ""), Link(5, "va0", "veth"), Link(3, "vb0", "veth")],
+                  [Link(1, "lo", ""), Link(8, "va0", "veth"), Link(3, "vb0", "veth")]])
+    monkeypatch.setattr(ns.rtnl, "dump_consistent", lambda attempts=5: (next(dumps), True))
+    problem = ns.check_view()
+    assert problem and "vb0 is ifindex 9" in problem

@@ -237,9 +237,9 @@ def scale(n_ns: int, per_ns: int, workdir: str, base: dict) -> dict:
         before = ctx_switches(d.proc.pid)
         time.sleep(10.0)
         idle_switches = ctx_switches(d.proc.pid) - before
-        # One more link in every namespace while it runs.
+        # 1,000 more links while it runs, spread over every namespace.
         cpu0 = proc_cpu_s(d.proc.pid)
-        more = ["bz"]
+        more = [f"bz{i}" for i in range(max(1, 1000 // n_ns))]
         links.make(paths, more)
         took = wait_threaded(links, paths, more, 120, interval=0.05)
         time.sleep(0.5)  # the daemon's status write etc. after the last link
@@ -250,7 +250,8 @@ def scale(n_ns: int, per_ns: int, workdir: str, base: dict) -> dict:
         return {
             "namespaces": n_ns, "links_per_ns": per_ns, "ready_s": ready,
             "unthreaded_at_ready": left, "cpu_start_us_per_link": (cpu_start - base["cpu_s"]) / (n_ns * per_ns) * 1e6,
-            "cpu_us_per_link": cpu_more / n_ns * 1e6, "later_links_threaded_s": took,
+            "cpu_us_per_link": cpu_more / (n_ns * len(more)) * 1e6, "later_links_threaded_s": took,
+            "more_links": n_ns * len(more),
             "peak_rss_mb": rss, "idle_switches_10s": idle_switches, "threads": threads, "fds": fds,
         }
     finally:
@@ -310,8 +311,8 @@ def render(res: dict, meta: dict) -> str:
         ("peak RSS (VmHWM)", "peak_rss_mb", " MB", 1, "≤ 120 MB"),
         ("daemon CPU per link at start (less the start-up of a daemon with no namespace)",
          "cpu_start_us_per_link", " µs", 0, "≤ 300 µs"),
-        ("daemon CPU per link, one more link per namespace while running", "cpu_us_per_link", " µs", 0,
-         "≤ 300 µs"),
+        ("daemon CPU per link, 1,000 more links made while it runs (spread over the namespaces)",
+         "cpu_us_per_link", " µs", 0, "≤ 300 µs"),
         ("those links all threaded after", "later_links_threaded_s", " s", 2, ""),
         ("context switches of all daemon threads in 10 s idle (resync 30 s)", "idle_switches_10s", "", 0,
          "0"),

@@ -399,7 +399,8 @@ def main() -> int:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(text + "\n")
-    with open(os.path.join(os.path.dirname(path), "namespaces-raw.json"), "w") as f:
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    with open(os.path.join(HERE, "out", "namespaces-raw.json"), "w") as f:  # not committed
         json.dump({"results": res, "meta": meta}, f, indent=1)
     print(f"written: {path}", file=sys.stderr)
     return 0

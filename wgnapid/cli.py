@@ -13,7 +13,7 @@ from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journald_reachable
 # EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus=78 stops systemd
 # from restarting a daemon whose policy is broken.
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
-CAP_NET_ADMIN = 12
+CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 12, 19, 21
 
 
 def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -74,15 +74,36 @@ def _fail(message: str) -> int:
     return EXIT_FAIL
 
 
-def has_cap_net_admin() -> bool:
+def has_cap(cap: int) -> bool:
+    """Whether capability number ``cap`` is in the effective set (/proc/self/status CapEff)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+                    return bool(int(line.split()[1], 16) >> cap & 1)
     except OSError:
         pass
     return False
+
+
+def has_cap_net_admin() -> bool:
+    return has_cap(CAP_NET_ADMIN)
+
+
+def _need_namespace_privileges(policy: config.Policy | None) -> str | None:
+    """namespaces = "all" needs CAP_SYS_ADMIN (setns into each namespace, and a
+    sysfs instance of each: fsopen/fsmount) and CAP_SYS_PTRACE (reading
+    /proc/PID/ns/net of processes holding capabilities we lack is a ptrace-read
+    check); one line naming what is missing, or None."""
+    if policy is None or policy.daemon.namespaces != "all":
+        return None
+    missing = [name for cap, name in ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))
+               if not has_cap(cap)]
+    if not missing:
+        return None
+    return (f'daemon.namespaces = "all" needs CAP_SYS_ADMIN (to enter each network namespace and '
+            f"mount its sysfs) and CAP_SYS_PTRACE (to see every process's namespace); missing: "
+            f"{', '.join(missing)} (the unit needs systemd/wgnapid.service.d/namespaces-all.conf)")
 
 
 def _need_privileges() -> str | None:
@@ -143,28 +164,38 @@ def cmd_run(args, policy: config.Policy, early: list[int]) -> int:
 
 
 def _one_pass(policy: config.Policy, log: Log, dry_run: bool):
-    """One reconcile of this namespace's links. Raises RuntimeError (one line)
+    """One reconcile of this namespace's links, and with namespaces = "all" of
+    every namespace a rule covers (wgnapid.spaces.enter_covered). Returns (the
+    own namespace's Reconciler, every LinkState). Raises RuntimeError (one line)
     when the sysfs view is not this namespace's own: nothing is read or written then."""
     from wgnapid.netns import NetNamespace
     from wgnapid.reconciler import Reconciler
+    from wgnapid.spaces import enter_covered
 
     try:
         ns = NetNamespace.current()
     except OSError as exc:
         raise RuntimeError(f"cannot watch this network namespace: {exc.filename or ''}"
                            f"{': ' if exc.filename else ''}{exc.strerror or exc}") from None
+    spaces = [ns]
     try:
         problem = ns.check_view()
         if problem:
             raise RuntimeError(ns.problem_line(problem))
-        rec = Reconciler(policy, log, ns, dry_run=dry_run, one_shot=True)
-        try:
-            states = [rec.observe(link) for link in ns.dump()[0]]
-        finally:
-            rec.close()
+        if policy.daemon.namespaces == "all":
+            spaces += enter_covered(policy)
+        states, own = [], None
+        for space in spaces:
+            rec = Reconciler(policy, log, space, dry_run=dry_run, one_shot=True)
+            own = own or rec
+            try:
+                states += [rec.observe(link) for link in space.dump()[0]]
+            finally:
+                rec.close()
     finally:
-        ns.close()
-    return rec, states
+        for space in spaces:
+            space.close()
+    return own, states
 
 
 def _shown(row: dict) -> str:
@@ -185,7 +216,8 @@ def cmd_apply(args, policy: config.Policy) -> int:
         if st.state not in SATISFIED and not (args.dry_run and st.state == "pending"):
             ok = False
         rows.append({
-            **ifname.json_fields(st.name), "netns": st.netns, "ifindex": st.ifindex,
+            **ifname.json_fields(st.name), "netns": st.netns, "netns_name": st.netns_name,
+            "ifindex": st.ifindex,
             "kind": st.kind, "rule": st.rule,
             "wanted": st.wanted, "before": st.before, "after": st.current,
             "changed": st.changed, "state": st.state, "reason": st.reason,
@@ -200,6 +232,8 @@ def cmd_apply(args, policy: config.Policy) -> int:
         for row in rows:
             verb = "would change" if row["state"] == "pending" else ("changed" if row["changed"] else "ok")
             line = f"{_shown(row):<16} {row['state']:<9} {verb}"
+            if policy.daemon.namespaces == "all":
+                line = f"{_netns_text(row):<28} {line}"
             if row["reason"]:
                 line += f" ({row['reason']})"
             print(line)
@@ -325,6 +359,11 @@ def kernel_native_text(k: dict) -> str:
         f" ({kernel.CVE}, kernel_guard off)" if k["verdict"] != "safe" else "")
 
 
+def _netns_text(row: dict) -> str:
+    """A link's namespace for text output: its name and nsfs inode."""
+    return f"{row['netns_name']} ({row['netns']})"
+
+
 def cmd_status(args, policy: config.Policy) -> int:
     if args.watch:
         from wgnapid.watch import watch
@@ -340,7 +379,9 @@ def cmd_status(args, policy: config.Policy) -> int:
     print(f"native: {kernel_native_text(k)}")
     d = doc["daemon"]
     print(f"daemon: pid {d['pid']}, source {d['source']}" if d else "daemon: not running")
-    print(f"{'LINK':<16} {'IFINDEX':>7} {'KIND':<10} {'RULE':<12} {'WANT':<6} {'NOW':<3} {'NAPI':>4}  STATE")
+    every = policy.daemon.namespaces == "all"
+    print(("{:<28} ".format("NETNS") if every else "")
+          + f"{'LINK':<16} {'IFINDEX':>7} {'KIND':<10} {'RULE':<12} {'WANT':<6} {'NOW':<3} {'NAPI':>4}  STATE")
     for row in doc["links"]:
         if row["rule"] is None:
             continue
@@ -349,7 +390,7 @@ def cmd_status(args, policy: config.Policy) -> int:
                 f"{row['wanted']:<6} {now:<3} {_napi(row['napi_threads']):>4}  {row['state']}")
         if row["reason"]:
             line += f" ({row['reason']})"
-        print(line)
+        print(f"{_netns_text(row):<28} {line}" if every else line)
         print_threads(row)
     print(", ".join(f"{n} {s}" for s, n in sorted(doc["summary"].items())))
     if any(row["napi_threads"] is None for row in doc["links"]):
@@ -408,32 +449,41 @@ def cmd_doctor(args) -> int:
                 problems.append(ns.problem_line(view_problem))
         finally:
             ns.close()
-    privilege_problem = _need_privileges()
+    privilege_problem = _need_privileges() or _need_namespace_privileges(policy)
     if privilege_problem:
         problems.append(privilege_problem)
     doc_links: dict[str, int] = {}
     native = None
     writable: dict[str, str | None] = {}
+    namespaces = None
     if policy is not None and not privilege_problem and view_ok and attr:
-        status = status_document(policy)
-        doc_links = status["summary"]
-        native = status["kernel"]["native"]
-        if doc_links.get("failed"):
-            problems.append(f"{doc_links['failed']} link(s) failed; see `wgnapid status`")
-        # What `run` will need: write access to the attribute of every link the
-        # policy sets (lo stands for every virtual link), tested without writing.
-        # lo is ifindex 1 in every network namespace.
-        targets = {1: "lo"} | {l["ifindex"]: ifname.decode(bytes.fromhex(l["name_hex"]))
-                               for l in status["links"] if l["wanted"] in ("on", "off")}
-        wns = NetNamespace.current()
         try:
-            for index, name in targets.items():
-                why = wns.writable(index, name)
-                writable[ifname.printable(name)] = why
-                if why:
-                    problems.append(f"{ifname.printable(name)}: cannot write threaded: {why}")
-        finally:
-            wns.close()
+            status = status_document(policy)
+        except RuntimeError as exc:  # a namespace that cannot be entered (namespaces = "all")
+            problems.append(str(exc))
+            status = None
+        if status is not None:
+            doc_links = status["summary"]
+            native = status["kernel"]["native"]
+            namespaces = len({row["netns"] for row in status["links"]})
+            if doc_links.get("failed"):
+                problems.append(f"{doc_links['failed']} link(s) failed; see `wgnapid status`")
+            # What `run` will need: write access to the attribute of every link the
+            # policy sets here (lo stands for every virtual link), tested without
+            # writing; lo is ifindex 1 in every network namespace. (Other
+            # namespaces get a sysfs instance of their own, writable by design.)
+            targets = {1: "lo"} | {l["ifindex"]: ifname.decode(bytes.fromhex(l["name_hex"]))
+                                   for l in status["links"]
+                                   if l["wanted"] in ("on", "off") and l["netns"] == netns}
+            wns = NetNamespace.current()
+            try:
+                for index, name in targets.items():
+                    why = wns.writable(index, name)
+                    writable[ifname.printable(name)] = why
+                    if why:
+                        problems.append(f"{ifname.printable(name)}: cannot write threaded: {why}")
+            finally:
+                wns.close()
     journald_problem = journald_reachable()
     if journald_problem and os.path.exists(JOURNAL_SOCKET):
         # A socket file nobody answers: journald crashed or was stopped (no
@@ -451,7 +501,10 @@ def cmd_doctor(args) -> int:
         "journald_problem": journald_problem,
         "warnings": warnings,
         "policy_files": files,
-        "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin()},
+        "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin(),
+                       "cap_sys_admin": has_cap(CAP_SYS_ADMIN), "cap_sys_ptrace": has_cap(CAP_SYS_PTRACE)},
+        "namespaces": policy.daemon.namespaces if policy else None,
+        "namespaces_seen": namespaces,  # how many namespaces' links were read
         "links": doc_links,
         "problems": problems,
         "ok": not problems,
@@ -476,7 +529,12 @@ def cmd_doctor(args) -> int:
         print(f"policy:     {', '.join(files) or 'INVALID'}")
         for w in warnings:
             print(f"WARNING:    {w}")
-        print(f"privileges: root={doc['privileges']['root']} cap_net_admin={doc['privileges']['cap_net_admin']}")
+        priv = doc["privileges"]
+        print(f"privileges: root={priv['root']} cap_net_admin={priv['cap_net_admin']}"
+              + (f" cap_sys_admin={priv['cap_sys_admin']} cap_sys_ptrace={priv['cap_sys_ptrace']}"
+                 if doc["namespaces"] == "all" else ""))
+        print(f"namespaces: {doc['namespaces'] or '-'}"
+              + (f" ({namespaces} with links read)" if namespaces is not None else ""))
         print(f"links:      {', '.join(f'{n} {s}' for s, n in sorted(doc_links.items())) or 'none'}")
         for p in problems:
             print(f"PROBLEM:    {p}")
@@ -543,6 +601,9 @@ def _main(argv: list[str] | None, early: list[int]) -> int:
         for line in exc.lines:
             print(f"wgnapid: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    problem = _need_namespace_privileges(policy)
+    if problem:
+        return _fail(problem)
     try:
         if args.command == "run":
             return cmd_run(args, policy, early)

@@ -53,6 +53,17 @@ class DaemonConfig(_Strict):
     """How the daemon runs: where events come from, how often it re-reads, what it logs.
     Later files (conf.d snippets) override single keys."""
 
+    namespaces: Literal["self", "all"] = Field(
+        default="self",
+        description=(
+            'Which network namespaces the daemon covers: "self" (default) only the one it '
+            'runs in; "all" every namespace on the host: named ones (/run/netns, Docker\'s '
+            "/run/docker/netns, both watched with inotify) and every namespace a process is in "
+            "(a /proc scan at start and every resync_interval). \"all\" needs CAP_SYS_ADMIN "
+            "(setns, and a sysfs instance per namespace); `apply`, `status` and `doctor` follow it too."
+        ),
+    )
+
     source: Literal["netlink", "udev"] = Field(
         "netlink",
         description="Where link events come from: rtnetlink (netlink) or kernel uevents "
@@ -132,6 +143,17 @@ class Rule(_Strict):
         min_length=1,
         description="Shell globs on the interface name (case-sensitive).",
     )
+    netns: list[str] = Field(
+        default=["*"],
+        min_length=1,
+        description=(
+            "Shell globs (case-sensitive) on the name of the link's network namespace: "
+            '"self" for the daemon\'s own, the /run/netns name for a named one, "docker:<id>" '
+            'for Docker\'s, "pid:<pid>" (the lowest PID in it) otherwise. Default ["*"]: every '
+            'namespace. Only matters with daemon.namespaces = "all"; a namespace that no rule '
+            "matches is not even entered."
+        ),
+    )
     threaded: Literal["on", "off", "ignore"] = Field(
         description="What matched links get: on writes 1 to /sys/class/net/<dev>/threaded, "
         "off writes 0, ignore leaves them alone (shown in status)."
@@ -173,7 +195,7 @@ class Rule(_Strict):
             parse_sched(value)
         return value
 
-    @field_validator("kinds", "interfaces")
+    @field_validator("kinds", "interfaces", "netns")
     @classmethod
     def _no_empty_patterns(cls, value: list[str]) -> list[str]:
         if any(not item for item in value):

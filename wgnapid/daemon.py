@@ -15,15 +15,23 @@ from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.policywatch import PolicyWatch
-from wgnapid.reconciler import Reconciler
+from wgnapid.reconciler import Reconciler, shared_writers, summary_text
+from wgnapid.spaces import Space, Spaces, raise_nofile
 from wgnapid.summary import pass_summary
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
 DEFAULT_RUNTIME_DIR = "/run/wgnapid"
 
 
-def notify(message: str) -> bool:
-    """sd_notify(3): send to $NOTIFY_SOCKET if there is one."""
+NOTIFY_TIMEOUT = 1.0  # seconds a READY=1/STOPPING=1/... may wait for a full receiver queue
+
+
+def notify(message: str, *, block: bool = True) -> bool:
+    """sd_notify(3): send to $NOTIFY_SOCKET if there is one. A datagram socket
+    queues net.unix.max_dgram_qlen (10 by default) messages; when the receiver
+    does not read, a send waits at most NOTIFY_TIMEOUT (``block=False``, for
+    STATUS= updates: not at all) and the message is dropped (False): the loop
+    never stops for a receiver that does not read."""
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return False
@@ -31,8 +39,9 @@ def notify(message: str) -> bool:
         path = "\0" + path[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.settimeout(NOTIFY_TIMEOUT if block else 0)
             s.connect(path)
-            s.sendall(message.encode())
+            s.send(message.encode())
         return True
     except OSError:
         return False
@@ -99,6 +108,10 @@ def _watchdog_interval() -> float | None:
 
 
 class Daemon:
+    """`wgnapid run`: one Reconciler and event source per covered network
+    namespace (wgnapid.spaces; the daemon's own alone with namespaces = "self"),
+    one loop, one pool of writer threads."""
+
     def __init__(self, policy: config.Policy, config_path: str | None, log: Log, *,
                  watch_policy: bool = False):
         self.policy = policy
@@ -107,13 +120,16 @@ class Daemon:
         self.verdict = kernel.running_verdict()
         self.ns = NetNamespace.current()
         self.netns = self.ns.id.ino
-        self.rec = Reconciler(policy, log, self.ns, verdict=self.verdict)
-        self.source = None
+        self.writers = shared_writers()
         self.sel = selectors.DefaultSelector()
+        if policy.daemon.namespaces == "all":
+            raise_nofile()
+        self.spaces = Spaces(policy, log, self.sel, self._reconciler, self.ns)
+        self.rec = self.spaces.own.rec  # the daemon's own namespace
         self.started = time.time()
         self._stop = ""  # the name of the signal that stops the loop
         self._reload = False
-        self._published = -1  # reconciler generation last published
+        self._published = -1  # generation last published
         self._status_written = 0.0
         self._status_error = False
         self._status_text = ""
@@ -132,20 +148,20 @@ class Daemon:
         self._placement_gen = 0  # Placer.generation last published
         self.metrics = None  # metrics.MetricsFile when daemon.metrics_file is set
 
-    # -- set-up -------------------------------------------------------------
+    def _links(self) -> list:
+        """Every covered namespace's link states."""
+        return [st for space in self.spaces for st in space.rec.links.values()]
 
-    def _open_source(self) -> None:
-        if self.source is not None:
-            self.sel.unregister(self.source)
-            self.source.close()
-        self.source = self.ns.open_source(self.policy.daemon.source)
-        self.sel.register(self.source, selectors.EVENT_READ)
+    def _reconciler(self, ns: NetNamespace) -> Reconciler:
+        return Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers)
+
+    # -- set-up -------------------------------------------------------------
 
     def _signals(self) -> None:
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup = rfd
         signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        self.sel.register(rfd, selectors.EVENT_READ)
+        self.sel.register(rfd, selectors.EVENT_READ, "wakeup")
 
         def stop(signum, frame):
             self._stop = signal.Signals(signum).name
@@ -160,21 +176,25 @@ class Daemon:
     # -- reconciling ----------------------------------------------------------
 
     def resync(self, why: str) -> None:
-        """Full re-list: the answer to start-up, overflow, reload and the timer."""
-        links, complete = self.ns.dump()
-        # Start-up and reload finish their writes before READY=1; the timer and
-        # an overflow do not hold up the events that come meanwhile.
-        self.rec.sync(links, complete, wait=why in ("start-up", "reload"))
+        """Full re-list of every covered namespace (and, with namespaces = "all",
+        of the namespaces themselves): the answer to start-up, reload and the timer."""
+        # (The own namespace's sysfs view is proven in run(); entered
+        # namespaces get a sysfs instance of their own.)
+        self.spaces.rescan()
+        # Start-up and reload finish their writes before READY=1; the timer does
+        # not hold up the events that come meanwhile. The writes of all
+        # namespaces run together; then each is waited for.
+        wait = why in ("start-up", "reload")
+        self.spaces.touch_all()
+        complete = all([self._resync_space(space, why, wait=False) for space in self.spaces])
+        if wait:
+            for space in self.spaces:
+                space.rec.drain()
         self.rec.stats.resyncs += 1
-        self._steer_and_measure()
         interval = self.policy.daemon.resync_interval
         # An inconsistent dump raced a burst: look again soon, not in 30 s.
         self._next_resync = time.monotonic() + (interval if complete else min(interval, 1.0))
-        if not complete:
-            self.log.event(
-                "resync", syslog.LOG_DEBUG,
-                f"link list changed during the {why} re-list; re-listing again in 1 s",
-            )
+        self._steer_and_measure()
 
     def _steer_and_measure(self) -> None:
         """After a resync: (re)start placement and metrics as the policy says,
@@ -182,12 +202,12 @@ class Daemon:
         if placement.wanted(self.policy) and self.steer is None:
             self.steer = placement.Steering(self.log, self.verdict.version)
             if self.steer.events is not None:
-                self.sel.register(self.steer, selectors.EVENT_READ)
+                self.sel.register(self.steer, selectors.EVENT_READ, "steer")
             else:
                 self.log.warning("procevents", f"new NAPI threads are placed at the next resync or "
                                  f"state change, not at once: {self.steer.unavailable}")
         if self.steer is not None:
-            self.steer.sync(placement.targets(self.policy, self.rec.links.values()))
+            self.steer.sync(placement.targets(self.policy, self._links()))
         path = self.policy.daemon.metrics_file
         if self.metrics is None or (path and self.metrics.path != path):
             from wgnapid.metrics import MetricsFile
@@ -198,34 +218,61 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.dirty = True  # CPU seconds move on; refreshed each resync
 
-    def _handle_events(self) -> None:
+    def _resync_space(self, space: Space, why: str, *, wait: bool) -> bool:
+        """Re-list one namespace's links; False when the dump raced changes."""
         try:
-            events = self.source.read()
+            links, complete = space.ns.dump()
+        except OSError as exc:
+            self.log.event("resync", syslog.LOG_DEBUG,
+                           f"link dump of netns {space.ns.name} failed ({exc}); looking again later")
+            return False
+        space.rec.sync(links, complete, wait=wait)
+        if not complete:
+            self.log.event(
+                "resync", syslog.LOG_DEBUG,
+                f"link list of netns {space.ns.name} changed during the {why} re-list; re-listing again in 1 s",
+            )
+        return complete
+
+    def _handle_events(self, space: Space) -> None:
+        rec, ns = space.rec, space.ns
+        self.spaces.touch(space)
+        try:
+            events = space.source.read()
         except Overflow:
-            self.rec.stats.overflows += 1
+            rec.stats.overflows += 1
             self.log.warning(
                 "source-overflow",
-                f"{self.source.name} event queue overflowed; events were lost, re-listing all links",
+                f"{space.source.name} event queue overflowed; events were lost, re-listing all links"
+                + ("" if space is self.spaces.own else f" of netns {ns.name}"),
             )
-            self._open_source()
-            self.resync("overflow")
+            self.spaces.open_source(space)
+            self._resync_space(space, "overflow", wait=False)
+            rec.stats.resyncs += 1
             return
         # A link is evaluated once per batch, so its write is made once; a
         # removal in between ends the link that was (batch_order).
         batch = []
         for ifindex, removed, ev in batch_order(events):
             if removed:
-                self.rec.remove(ifindex)
+                rec.remove(ifindex)
             if ev.removed:
                 continue
             link = ev.link
             if link is None:
-                link = self.ns.get(ifindex)  # udev without DEVTYPE: ask rtnetlink
+                link = ns.get(ifindex)  # udev without DEVTYPE: ask rtnetlink
                 if link is None:
-                    self.rec.remove(ifindex)
+                    rec.remove(ifindex)
                     continue
-            batch.append((link, ifindex not in self.rec.links))
-        self.rec.observe_many(batch, wait=False)
+            batch.append((link, ifindex not in rec.links))
+        rec.observe_many(batch, wait=False)
+
+    def _rescan(self) -> None:
+        """Discovery had news: enter, rename, release; new and renamed namespaces
+        are listed at once."""
+        for space in self.spaces.rescan():
+            self.spaces.touch(space)
+            self._resync_space(space, "new namespace", wait=False)
 
     def _reload_policy(self) -> None:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -243,16 +290,23 @@ class Daemon:
             return
         for line in policy.warnings:
             self.log.warning("config-warning", line)
+        if policy.daemon.namespaces != self.policy.daemon.namespaces:
+            self.log.warning("reload-failed", "daemon.namespaces changed: it takes effect at the next "
+                             f"restart; keeping namespaces = \"{self.policy.daemon.namespaces}\"")
+            policy = policy.model_copy(update={"daemon": policy.daemon.model_copy(
+                update={"namespaces": self.policy.daemon.namespaces})})
         old_source = self.policy.daemon.source
         self.policy = policy
-        self.rec.set_policy(policy)
+        self.spaces.set_policy(policy)
         self.log.set_level(policy.daemon.log_level)
         if policy.daemon.source != old_source:
-            self._open_source()
+            for space in self.spaces:
+                self.spaces.open_source(space)
         self.log.info("reloaded", f"policy reloaded from {', '.join(policy.files)}")
         self._published = -1  # the source and policy files are news even if no link changes
         self._guard_warning()
         self.resync("reload")
+        self.spaces.settle()
         self._say_summary("reload")
         self._reload_ok, self._reload_error = True, ""
         self._publish(force=True)
@@ -264,12 +318,13 @@ class Daemon:
             self.log.warning("kernel-guard", warning, wgnapid_kernel=self.verdict.release)
 
     def _say_summary(self, when: str) -> None:
-        kind, priority, message = pass_summary(self.rec.links.values(), self.policy, when)
+        kind, priority, message = pass_summary(self._links(), self.policy, when)
         self.log.event(kind, priority, message)
 
     # -- status -------------------------------------------------------------
 
     def status_document(self) -> dict:
+        spaces = list(self.spaces)
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -277,23 +332,22 @@ class Daemon:
             # The daemon's own namespace, and every namespace whose links this
             # document lists (each link row names its netns too).
             "netns": self.netns,
-            "covers": [self.netns],
-            "source": self.source.name if self.source else None,
-            "policy_files": list(self.policy.files),
-            "kernel_native": self.rec.native,
+            "covers": [s.ns.id.ino for s in spaces],
+            "namespaces": [{"netns": s.ns.id.ino, "name": s.ns.name, "links": len(s.rec.links)}
+                           for s in spaces],
+            "source": self.policy.daemon.source,
             "kernel": {"release": self.verdict.release, "guard": self.policy.daemon.kernel_guard,
                        "verdict": self.verdict.verdict},
+            "policy_files": list(self.policy.files),
+            "kernel_native": self.spaces.native,
             "stats": {
-                "evaluations": self.rec.stats.evaluations,
-                "writes": self.rec.stats.writes,
-                "failures": self.rec.stats.failures,
-                "resyncs": self.rec.stats.resyncs,
-                "overflows": self.rec.stats.overflows,
-                "writes_by_kind": dict(self.rec.stats.writes_by_kind),
+                **{k: self.spaces.stat(k)
+                   for k in ("evaluations", "writes", "failures", "resyncs", "overflows")},
+                "writes_by_kind": self.spaces.writes_by_kind(),
             },
             "reload": {"generation": self._reloads, "ok": self._reload_ok, "error": self._reload_error},
-            "summary": self.rec.summary(),
-            "links": [self._link_doc(st) for st in self.rec.links.values()],
+            "summary": self.spaces.summary(),
+            "links": [self._link_doc(st) for s in spaces for st in s.rec.links.values()],
         }
 
     def _link_doc(self, st) -> dict:
@@ -306,7 +360,7 @@ class Daemon:
         from wgnapid.napithreads import NapiThreads
 
         snapshot = NapiThreads()
-        names = [st.name for st in self.rec.links.values()]
+        names = [st.name for st in self._links()]
         threads = {}
         for name in names:
             lt = snapshot.of(name, names).threads
@@ -317,14 +371,11 @@ class Daemon:
         now = time.monotonic()
         if not force and (not self._status_due() or now - self._status_written < STATUS_MIN_INTERVAL):
             return
-        self._published = self.rec.generation
+        self._published = self.spaces.generation
         self._status_written = now
-        if self.metrics is not None:
-            self.metrics.dirty = True
-        text = self.rec.summary_text()
-        if text != self._status_text:
-            notify(f"STATUS={text}")
-            self._status_text = text
+        text = summary_text(self.spaces.counts())
+        if text != self._status_text and notify(f"STATUS={text}", block=False):
+            self._status_text = text  # (a dropped one is sent again at the next publish)
         path = status_path(self.netns)
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
@@ -336,13 +387,15 @@ class Daemon:
                 f.write(doc)
             os.replace(tmp, path)
             self._status_error = False
+            if self.metrics is not None:
+                self.metrics.dirty = True
         except OSError as exc:
             if not self._status_error:  # once, not every second
                 self.log.error("error", f"cannot write {path}: {exc.strerror}")
             self._status_error = True
 
     def _status_due(self) -> bool:
-        return self.rec.generation != self._published
+        return self.spaces.generation != self._published
 
     def _remove_status(self) -> None:
         try:
@@ -350,11 +403,13 @@ class Daemon:
         except OSError:
             pass
 
+    # -- the loop -------------------------------------------------------------
+
     def _steer_and_measure_due(self) -> None:
         if self.steer is not None:
-            if self.rec.generation != self._steer_gen:
-                self._steer_gen = self.rec.generation
-                self.steer.set_targets(placement.targets(self.policy, self.rec.links.values()))
+            if self.spaces.generation != self._steer_gen:
+                self._steer_gen = self.spaces.generation
+                self.steer.set_targets(placement.targets(self.policy, self._links()))
                 self.steer.changed()
             self.steer.due()
             if self.steer.placer.generation != self._placement_gen:
@@ -364,15 +419,16 @@ class Daemon:
                 and due <= time.monotonic():
             self._write_metrics()
 
-    # -- the loop -------------------------------------------------------------
-
     def _timeout(self) -> float | None:
         if self._reload or self._stop:
             return 0.0  # asked for before the loop began (during start-up)
         now = time.monotonic()
         deadlines = [self._next_resync]
-        if (retry := self.rec.next_retry()) is not None:
-            deadlines.append(retry)
+        for space in self.spaces.waiting():
+            if (retry := space.rec.next_retry()) is not None:
+                deadlines.append(retry)
+        if (rescan := self.spaces.rescan_due()) is not None:
+            deadlines.append(rescan)
         if self._status_due():
             deadlines.append(self._status_written + STATUS_MIN_INTERVAL)
         if self._watchdog:
@@ -401,42 +457,59 @@ class Daemon:
             else:
                 self._stop = signal.Signals(signum).name
         if self._stop:
-            self.rec.close()
+            self.spaces.close()
+            self.writers.close()
+            for space in self.spaces:
+                space.ns.close()
             return 0
-        self.sel.register(self.rec.completions, selectors.EVENT_READ)
-        self._open_source()  # subscribe before listing, so nothing falls between
+        self.sel.register(self.writers.fd, selectors.EVENT_READ, "completions")
+        # Subscribe before listing, so nothing falls between (entered namespaces
+        # get their source when entered, before their first list).
+        self.spaces.open_sources()
         self.log.info(
             "started",
-            f"wgnapid {__version__} started: source {self.source.name}, kernel "
-            f"{self.verdict.release}, policy {', '.join(self.policy.files)}",
+            f"wgnapid {__version__} started: source {self.policy.daemon.source}, kernel "
+            f"{self.verdict.release}, policy {', '.join(self.policy.files)}, "
+            f"namespaces {self.policy.daemon.namespaces}",
         )
         self._guard_warning()
         self.resync("start-up")
+        self.spaces.settle()
         self._say_summary("start-up")
         self._publish(force=True)
         notify("READY=1")
         try:
             while not self._stop:
                 ready = self.sel.select(self._timeout())
+                rescan = False
                 for key, _ in ready:
-                    if key.fileobj == self._wakeup:
+                    if key.data == "wakeup":
                         try:
                             os.read(self._wakeup, 512)
                         except BlockingIOError:
                             pass
-                    elif key.fileobj == self.rec.completions:
-                        self.rec.collect()
-                    elif key.fileobj is self.steer and self.steer is not None:
+                    elif key.data == "completions":
+                        # Shared writers: each result goes back to its own reconciler.
+                        for w, (result, check) in self.writers.take():
+                            w.rec._collected(w, result, check)
+                            self.spaces.touch(self.spaces.by_id.get(w.rec.ns.id) or self.spaces.own)
+                    elif key.data == "steer":
                         self.steer.handle()
-                    else:
-                        self._handle_events()
+                    elif key.data is self.spaces:
+                        rescan |= self.spaces.hinted()
+                    elif key.data.ns.id in self.spaces.by_id:  # not released in this round
+                        self._handle_events(key.data)
                 if self._stop:
                     break
                 if self._reload:
                     self._reload = False
                     self._reload_policy()
-                self.rec.retry_due(wait=False)
                 now = time.monotonic()
+                if rescan or ((due := self.spaces.rescan_due()) is not None and now >= due):
+                    self._rescan()
+                for space in self.spaces.waiting():
+                    space.rec.retry_due(wait=False)
+                    self.spaces.touch(space)
                 if now >= self._next_resync:
                     if self.watch and self.watch.changed():
                         self.log.info("policy-changed", "the policy files changed; reloading")
@@ -446,14 +519,17 @@ class Daemon:
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog
+                self.spaces.settle()
                 self._publish()
                 self._steer_and_measure_due()
         finally:
             notify("STOPPING=1")
             if self.steer is not None:
                 self.steer.close()
-            self.rec.close()
+            self.spaces.close()
+            self.writers.close()
             self.log.info("stopping", f"wgnapid stopping ({self._stop or 'error'})")
             self._remove_status()
-            self.ns.close()
+            for space in self.spaces:
+                space.ns.close()
         return 0

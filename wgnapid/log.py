@@ -89,6 +89,11 @@ MESSAGE_IDS = {
     "placement-ambiguous": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7772",
     "procevents": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7773",
     "metrics": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7774",
+    # network namespaces (daemon.namespaces = "all")
+    "netns-entered": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7730",
+    "netns-released": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7731",
+    "netns-renamed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7732",
+    "netns-failed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7733",
 }
 
 LEVELS = {
@@ -340,16 +345,21 @@ class Log:
             pass  # nowhere left to log: enforcement goes on
 
     def link(self, kind: str, priority: int, message: str, *, name: str, ifindex: int,
-             rule: str | None, state: str, netns: int | None = None) -> None:
+             rule: str | None, state: str, netns: int | None = None,
+             netns_name: str | None = None) -> None:
         """One entry about one link; ``name`` as wgnapid.ifname keeps it (str,
-        surrogateescape), ``netns`` the namespace's nsfs inode."""
+        surrogateescape), ``netns`` the namespace's nsfs inode, ``netns_name`` its
+        name (wgnapid.discovery: "self", a /run/netns name, "docker:<id>",
+        "pid:<pid>"), also shown in the text for any namespace but the daemon's own."""
+        where = f" [netns {netns_name} {netns}]" if netns_name and netns_name != "self" else ""
         self.event(
             kind,
             priority,
-            f"{ifname.printable(name)}: {message}",
+            f"{ifname.printable(name)}: {message}{where}",
             interface=ifname.encode(name),
             ifindex=ifindex,
             wgnapid_netns=netns,
+            wgnapid_netns_name=netns_name,
             wgnapid_rule=rule or "",
             wgnapid_state=state,
         )

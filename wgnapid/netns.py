@@ -20,8 +20,11 @@ Agreed interface (/work/wt/NETNS-DESIGN.md), with these refinements:
 - ``check_view`` compares every link of a consistent dump (ifindex, and the
   hardware address where there is one) and the set of names with what the
   sysfs view shows; ``problem_line`` builds the one-line message.
-- Issue 10 adds ``enter()`` and discovery; this file only knows the process's
-  own namespace (``current``) and takes any class/net directory fd.
+- Issue 10 adds ``enter_many()`` (several namespaces entered from one
+  short-lived setns thread; ``enter()`` for one) and keeps the entered
+  namespace's fd (``nsfd``), so that event sources reopened after an overflow
+  and WireGuard peer queries are made inside it too. Discovery is in
+  wgnapid.discovery, the covered set in wgnapid.spaces.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ from wgnapid.sysfs import DEFAULT_ROOT, Opened, Outcome, Result, ThreadedAttr
 # to need a second round; a third is a link being renamed in a loop.
 PROOF_ATTEMPTS = 3
 VIEW_ATTEMPTS = 3  # check_view: links may change between the dump and the sysfs reads
+
+
+class VanishedError(OSError):
+    """The namespace file now names another namespace (e.g. its PID was reused)."""
+
+    vanished = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +76,16 @@ class NetNamespace:
     """
 
     def __init__(self, nsid: NsId, name: str, rtnl: Rtnl, dirfd: int, root: str = DEFAULT_ROOT,
-                 attr: ThreadedAttr | None = None):
+                 attr: ThreadedAttr | None = None, nsfd: int | None = None):
         self.id = nsid
         self.name = name
         self.rtnl = rtnl
         self.dirfd = dirfd
         self.root = root
         self.attr = attr or ThreadedAttr()
+        # An entered namespace (enter_many): its nsfs fd, to make sockets inside
+        # it later. None for the process's own.
+        self.nsfd = nsfd
 
     @classmethod
     def current(cls, sysfs_root: str = DEFAULT_ROOT, rtnl: Rtnl | None = None) -> "NetNamespace":
@@ -91,7 +103,105 @@ class NetNamespace:
         if self.dirfd >= 0:
             os.close(self.dirfd)
             self.dirfd = -1
+        if self.nsfd is not None:
+            os.close(self.nsfd)
+            self.nsfd = None
         self.rtnl.close()
+
+    # -- other namespaces (issue 10) --------------------------------------------
+
+    @classmethod
+    def enter(cls, path: str, name: str) -> "NetNamespace":
+        """One namespace by its nsfs file; see enter_many. Raises OSError
+        (EnterError for setns/fsmount failures)."""
+        (got,) = cls.enter_many([(path, None, name)], source=None)
+        if isinstance(got, BaseException):
+            raise got
+        return got[0]
+
+    @classmethod
+    def enter_many(cls, targets: list[tuple[str, "NsId | None", str]], source: str | None
+                   ) -> list["tuple[NetNamespace, object] | BaseException"]:
+        """Enter namespaces given as (nsfs path, expected NsId or None, name):
+        for each, the rtnetlink sockets (and the event source ``source``,
+        "netlink" or "udev", unless None) are created inside it, and its sysfs
+        view is a detached sysfs mount made inside it (wgnapid.nsenter), all
+        from one short-lived setns thread. Returns per target (NetNamespace,
+        source) or the exception: FileNotFoundError when the file went away,
+        ``VanishedError`` when it is now another namespace (a PID reused),
+        nsenter.EnterError (EPERM without CAP_SYS_ADMIN, ENOSYS before 5.2).
+
+        The mount is that namespace's by construction (sysfs takes the
+        mounting thread's namespace, KERNEL-FACTS.md), so check_view is not
+        needed for it; every access is still proven by ifindex."""
+        from wgnapid import nsenter
+
+        opened: list = []
+        for path, expected, _name in targets:
+            try:
+                fd = nsenter.open_ns(path)
+            except OSError as exc:
+                opened.append(exc)
+                continue
+            nsid = NsId.of(fd)
+            if expected is not None and nsid != expected:
+                os.close(fd)
+                opened.append(VanishedError(f"{path} is now another namespace"))
+                continue
+            opened.append((fd, nsid))
+
+        def make(fd, nsid, name):
+            def inside():
+                rtnl = Rtnl()
+                dirfd = -1
+                try:
+                    dirfd = nsenter.class_net_fd()
+                    ns = cls(nsid, name, rtnl, dirfd, root=f"sysfs of netns {name}", nsfd=fd)
+                    src = ns._make_source(source) if source else None
+                    return ns, src
+                except BaseException:
+                    rtnl.close()
+                    if dirfd >= 0:
+                        os.close(dirfd)
+                    raise
+            return inside
+
+        work = [(o[0], make(o[0], o[1], t[2])) for o, t in zip(opened, targets) if isinstance(o, tuple)]
+        done = iter(nsenter.run_in(work))
+        out: list = []
+        for o in opened:
+            if not isinstance(o, tuple):
+                out.append(o)
+                continue
+            got = next(done)
+            if isinstance(got, BaseException):
+                os.close(o[0])
+            out.append(got)
+        return out
+
+    def _make_source(self, kind: str):
+        return (UdevSource if kind == "udev" else NetlinkSource)(self.rtnl)
+
+    def in_namespace(self, fn):
+        """fn() run inside this namespace (a setns thread for an entered one)."""
+        if self.nsfd is None:
+            return fn()
+        from wgnapid import nsenter
+
+        (got,) = nsenter.run_in([(self.nsfd, fn)])
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def peer_count(self, name: str) -> int | None:
+        """WireGuard peers of link ``name`` in this namespace (WG_CMD_GET_DEVICE
+        on a generic-netlink socket made inside it), None when it cannot be asked."""
+        from wgnapid.links import wireguard_peer_count
+
+        try:
+            return self.in_namespace(lambda: wireguard_peer_count(name))
+        except OSError:
+            return None
 
     def __repr__(self) -> str:
         return f"<NetNamespace {self.name} netns {self.id.ino}>"
@@ -110,8 +220,9 @@ class NetNamespace:
     def open_source(self, kind: str):
         """The event source ("netlink" or "udev") of this namespace. Both
         rtnetlink and kernel uevents reach only listeners in the device's own
-        namespace (KERNEL-FACTS.md, "Events")."""
-        return (UdevSource if kind == "udev" else NetlinkSource)(self.rtnl)
+        namespace (KERNEL-FACTS.md, "Events"), so for an entered namespace the
+        socket is made inside it."""
+        return self.in_namespace(lambda: self._make_source(kind))
 
     # -- sysfs -------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 from wgnapid import ifname, kernel
 from wgnapid.config import Policy
-from wgnapid.links import Link, wireguard_peer_count
+from wgnapid.links import Link
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.policy import decide
@@ -85,11 +85,13 @@ class LinkState:
     again: bool = False  # an event came while writing: evaluate once more after it
     retry_delay: float = 0.0
     retry_at: float | None = None
+    netns_name: str = "self"  # the namespace's name (wgnapid.discovery), shown beside the inode
 
     def as_dict(self) -> dict:
         return {
             **ifname.json_fields(self.name),  # "name", "name_hex"
             "netns": self.netns,
+            "netns_name": self.netns_name,
             "ifindex": self.ifindex,
             "kind": self.kind,
             "rule": self.rule,
@@ -105,6 +107,7 @@ class _Write:
     """A write an evaluation needs: carried from _evaluate through _write to _finish."""
 
     st: LinkState
+    rec: "Reconciler"  # whose link: writer threads may be shared by many reconcilers
     opened: Opened  # read at evaluation; the writer writes, reads back and closes
     want: int
     before: int
@@ -187,6 +190,12 @@ class _Writers:
         os.close(self.fd)
 
 
+def shared_writers(n: int = WRITE_THREADS) -> _Writers:
+    """A pool of writer threads; one serves every reconciler of a daemon that
+    covers many namespaces (threads start with the first write)."""
+    return _Writers(lambda w: w.rec._write(w), n)
+
+
 class Reconciler:
     """The links of one network namespace (``ns``, a wgnapid.netns.NetNamespace):
     every sysfs access goes through ns.open_threaded, which proves the link."""
@@ -201,7 +210,8 @@ class Reconciler:
         dry_run: bool = False,
         one_shot: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        peer_count: Callable[[str], int | None] = wireguard_peer_count,
+        peer_count: Callable[[str], int | None] | None = None,
+        writers: "_Writers | None" = None,
     ):
         self.policy = policy
         self.log = log
@@ -213,7 +223,8 @@ class Reconciler:
         # threaded in each run, so log only what the run changed or failed at.
         self.one_shot = one_shot
         self.clock = clock
-        self.peer_count = peer_count
+        # WireGuard peers are asked inside the link's namespace (ns.peer_count).
+        self.peer_count = peer_count or ns.peer_count
         # One reconciler per network namespace (each has its own sysfs view and
         # event sources): a link's identity is (netns, ifindex), with the
         # namespace held here and in every published record and journal entry.
@@ -224,7 +235,10 @@ class Reconciler:
         self.generation = 0  # bumped on every state change: "is there news to publish?"
         self.stats = Stats()
         self._retries: list[tuple[float, int]] = []
-        self._writers = _Writers(self._write, WRITE_THREADS)
+        # ``writers``: a pool shared by the reconcilers of many namespaces
+        # (shared_writers()); its results go back to each job's reconciler.
+        self._own_writers = writers is None
+        self._writers = writers or shared_writers()
         self.in_flight = 0  # writes handed to the writers and not yet finished
 
     # -- evaluation -------------------------------------------------------
@@ -257,19 +271,23 @@ class Reconciler:
         return self._writers.fd
 
     def collect(self) -> None:
-        """Finish the writes the writer threads are done with."""
+        """Finish the writes the writer threads are done with (of every
+        reconciler sharing them: each goes back to its own)."""
         for w, (result, check) in self._writers.take():
-            self.in_flight -= 1
-            st = w.st
-            st.writing = False
-            if self.links.get(st.ifindex) is not st:
-                continue  # removed while the write was in the kernel: nothing to say of it
-            self._finish(w, result, check)
-            if st.again:
-                # An event (or resync) came during the write: the kernel may
-                # have changed since the read-back began, so look once more.
-                st.again = False
-                self.observe_many([(Link(st.ifindex, st.name, st.kind), False)], wait=False)
+            w.rec._collected(w, result, check)
+
+    def _collected(self, w: _Write, result: Result, check: Result | None) -> None:
+        self.in_flight -= 1
+        st = w.st
+        st.writing = False
+        if self.links.get(st.ifindex) is not st:
+            return  # removed while the write was in the kernel: nothing to say of it
+        self._finish(w, result, check)
+        if st.again:
+            # An event (or resync) came during the write: the kernel may
+            # have changed since the read-back began, so look once more.
+            st.again = False
+            self.observe_many([(Link(st.ifindex, st.name, st.kind), False)], wait=False)
 
     def drain(self) -> None:
         """Wait until no write is in flight."""
@@ -278,14 +296,24 @@ class Reconciler:
             self.collect()
 
     def close(self) -> None:
-        self._writers.close()
+        if self._own_writers:
+            self._writers.close()
+
+    def forget(self) -> None:
+        """Drop every link without a word (the namespace went away: one entry for
+        it says so). Writes in flight finish in the kernel and are ignored."""
+        self.links.clear()
+        self.stats.counts.clear()
+        self._retries.clear()
+        self.generation += 1
 
     def _evaluate(self, link: Link, new: bool) -> LinkState | _Write:
         """Everything up to the write: settled states are returned, a needed
         write is returned as a _Write for _write and _finish."""
         st = self.links.get(link.ifindex)
         if st is None:
-            st = self.links[link.ifindex] = LinkState(self.netns, link.ifindex, link.name, link.kind)
+            st = self.links[link.ifindex] = LinkState(self.netns, link.ifindex, link.name, link.kind,
+                                                      netns_name=self.ns.name)
         else:
             # Names and kinds follow every event, also while a write is in
             # flight: that write holds an fd under the proven directory, so it
@@ -323,7 +351,7 @@ class Reconciler:
 
     def _decide(self, st: LinkState) -> bool:
         """Apply the policy to the link's name and kind; True when it is to be read."""
-        decision = decide(self.policy, st.name, st.kind)
+        decision = decide(self.policy, st.name, st.kind, self.ns.name)
         st.rule, st.wanted = decision.rule, decision.wanted
         if st.wanted == "ignore":
             st.before = st.current = None
@@ -366,7 +394,7 @@ class Reconciler:
         if self.dry_run:
             return self._settle(st, PENDING, f"reads {read.value}, wanted {want}")
         # Drift: the link had what is wanted now and lost it (a policy change is not drift).
-        return _Write(st, opened, want, read.value, drifted=st.state == (THREADED if want else OFF))
+        return _Write(st, self, opened, want, read.value, drifted=st.state == (THREADED if want else OFF))
 
     def _mitigate(self, st: LinkState, opened: Opened, value: int) -> LinkState | _Write:
         """The guard's answer to a kernel that threads WireGuard itself on a risky
@@ -379,7 +407,7 @@ class Reconciler:
         if self.dry_run:
             return self._settle(st, PENDING, f"reads {value}, wanted 0 ({HELD_OFF})")
         drifted = st.state == HELD and st.reason == HELD_OFF
-        return _Write(st, opened, 0, value, drifted=drifted, held=True)
+        return _Write(st, self, opened, 0, value, drifted=drifted, held=True)
 
     def _write(self, w: _Write) -> tuple[Result, Result | None]:
         """The write and the read-back; runs on a writer thread (no state here)."""
@@ -419,7 +447,7 @@ class Reconciler:
                 f"link-{st.state}",
                 syslog.LOG_NOTICE,
                 f"re-asserted threaded={want} (it had been changed to {w.before})",
-                name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state, netns=self.netns,
+                name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state, netns=self.netns, netns_name=self.ns.name,
             )
         if w.held:
             return self._settle(st, HELD, HELD_OFF)
@@ -491,7 +519,7 @@ class Reconciler:
             text += f": {st.reason}"
         self.log.link(
             f"link-{st.state}", _PRIORITY[st.state], text + rule,
-            name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state, netns=self.netns,
+            name=st.name, ifindex=st.ifindex, rule=st.rule, state=st.state, netns=self.netns, netns_name=self.ns.name,
         )
 
     # -- retries ----------------------------------------------------------
@@ -534,7 +562,7 @@ class Reconciler:
         if not self.dry_run and not self.one_shot and st.state not in (IGNORED, UNMATCHED):
             self.log.link(
                 "link-gone", _PRIORITY[GONE], "gone" + (f" ({reason})" if reason else ""),
-                name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE, netns=self.netns,
+                name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE, netns=self.netns, netns_name=self.ns.name,
             )
 
     def sync(self, links: list[Link], complete: bool = True, *, wait: bool = True) -> None:
@@ -548,13 +576,24 @@ class Reconciler:
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
 
+    def renamed(self) -> None:
+        """The namespace has a new name (ns.name): links show it; the caller
+        evaluates them again (rules may match differently)."""
+        for st in self.links.values():
+            st.netns_name = self.ns.name
+        self.generation += 1
+
     def summary(self) -> dict[str, int]:
         return {state: n for state, n in self.stats.counts.items() if n > 0}
 
     def summary_text(self) -> str:
-        c = self.stats.counts
-        parts = [f"{c[THREADED]} threaded", f"{c[WAITING]} waiting for a peer"]
-        for state in (OFF, HELD, NATIVE, FAILED):
-            if c[state]:
-                parts.append(f"{c[state]} {state}")
-        return ", ".join(parts)
+        return summary_text(self.stats.counts)
+
+
+def summary_text(c: Counter) -> str:
+    """The STATUS= line for these state counts."""
+    parts = [f"{c[THREADED]} threaded", f"{c[WAITING]} waiting for a peer"]
+    for state in (OFF, HELD, NATIVE, FAILED):
+        if c[state]:
+            parts.append(f"{c[state]} {state}")
+    return ", ".join(parts)

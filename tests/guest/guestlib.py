@@ -236,11 +236,13 @@ def journal_sync() -> None:
 
 def policy_toml(*, source: str = "netlink", resync_interval: float = 1,
                 pending_max_delay: float = 2, kernel_guard: str | None = None,
-                rules: list[dict] | None = None) -> str:
+                rules: list[dict] | None = None, namespaces: str | None = None) -> str:
     lines = ["[daemon]", f'source = "{source}"', f"resync_interval = {resync_interval}",
              f"pending_max_delay = {pending_max_delay}", 'log_level = "info"']
     if kernel_guard is not None:
         lines.append(f'kernel_guard = "{kernel_guard}"')
+    if namespaces is not None:
+        lines.append(f'namespaces = "{namespaces}"')
     if rules is None:
         rules = [{"name": "tunnels", "interfaces": ["*"], "threaded": "on"}]
     for rule in rules:

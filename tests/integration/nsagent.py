@@ -29,6 +29,7 @@ SYS = "/sys/class/net"
 class Agent:
     def __init__(self) -> None:
         self.tuns: dict[str, int] = {}  # name -> fd
+        self.extra: list[int] = []  # fds of tun links in other namespaces (tun_in)
 
     # -- tun links ----------------------------------------------------------
 
@@ -57,6 +58,38 @@ class Agent:
             self.tuns[name] = fd
             names.append(name)
         return {"names": names, "seconds": time.monotonic() - t0}
+
+    def tun_in(self, paths: list[str], prefix: str, count: int) -> dict:
+        """``count`` tun links ({prefix}0..) in each network namespace of ``paths``
+        (/run/netns/X, /proc/PID/ns/net), created from a thread that setns()es
+        into each in turn (a tun link is made in the namespace of the thread
+        that opens /dev/net/tun). The fds stay open (links with NAPI) until exit."""
+        import ctypes
+        import threading
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        out: dict = {}
+
+        def work():
+            try:
+                t0 = time.monotonic()
+                for path in paths:
+                    nsfd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        if libc.setns(nsfd, 0x40000000) != 0:  # CLONE_NEWNET
+                            raise OSError(ctypes.get_errno(), f"setns {path}")
+                    finally:
+                        os.close(nsfd)
+                    for i in range(count):
+                        self.extra.append(self._tun(f"{prefix}{i}"))
+                out["seconds"] = time.monotonic() - t0
+            except OSError as exc:
+                out["error"] = f"tun_in: {exc}"
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        return out
 
     def tun_close(self, names: list[str] | None = None) -> dict:
         names = list(self.tuns) if names is None else names

@@ -53,8 +53,9 @@ def test_apply_json_dry_run_then_apply_then_nothing_to_do(netns, tmp_path):
     rows = {r["name"]: r for r in doc["links"]}
     assert set(rows) == {"va0", "va1", "vo0"}
     for row in rows.values():  # docs/DESIGN.md, apply --json
-        assert set(row) == {"name", "name_hex", "netns", "ifindex", "kind", "rule", "wanted", "before",
+        assert set(row) == {"name", "name_hex", "netns", "netns_name", "ifindex", "kind", "rule", "wanted", "before",
                             "after", "changed", "state", "reason"}, row
+        assert row["netns_name"] == "self"
         assert row["netns"] == netns.inode
     assert {k: rows["va0"][k] for k in ("rule", "wanted", "before", "after", "changed", "state")} == {
         "rule": "veths", "wanted": "on", "before": 0, "after": 1, "changed": True, "state": "threaded"}

@@ -15,8 +15,9 @@ from wgnapid.log import Log
 from wgnapid.netns import NetNamespace, NsId
 
 
-def rule(name, threaded="on", kinds=("*",), interfaces=("*",)):
-    return Rule(name=name, kinds=list(kinds), interfaces=list(interfaces), threaded=threaded)
+def rule(name, threaded="on", kinds=("*",), interfaces=("*",), netns=("*",)):
+    return Rule(name=name, kinds=list(kinds), interfaces=list(interfaces), netns=list(netns),
+                threaded=threaded)
 
 
 def policy(*rules, **daemon):
@@ -93,10 +94,10 @@ class FakeRtnl:
         pass
 
 
-def fake_ns(sysfs: FakeSysfs, attr=None, ino: int = 4026531999) -> NetNamespace:
+def fake_ns(sysfs: FakeSysfs, attr=None, ino: int = 4026531999, name: str = "self") -> NetNamespace:
     """A NetNamespace whose sysfs view is the fake tree and whose rtnetlink is FakeRtnl."""
     dirfd = os.open(sysfs.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    return NetNamespace(NsId(0, ino), "test", FakeRtnl(sysfs), dirfd, str(sysfs.root), attr)
+    return NetNamespace(NsId(0, ino), name, FakeRtnl(sysfs), dirfd, str(sysfs.root), attr)
 
 
 class RecordingLog(Log):

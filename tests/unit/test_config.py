@@ -195,6 +195,7 @@ def test_in_range_seconds(tmp_path, value):
         ('[daemon]\nkernel_guard = "on"\n', "daemon.kernel_guard", ["strict"]),
         ('[[rules]]\nname = "r"\nthreaded = "yes"\n', "rules[0].threaded", ["on", "off", "ignore"]),
         ('[[rules]]\nname = "r"\nthreaded = "ON"\n', "rules[0].threaded", ["on", "off", "ignore"]),
+        ('[daemon]\nnamespaces = "every"\n', "daemon.namespaces", ["self", "all"]),
     ],
 )
 def test_bad_enum_values_list_the_allowed_ones(tmp_path, text, where, allowed):
@@ -216,13 +217,13 @@ def test_every_valid_enum_value_loads(tmp_path, source, guard):
 # -- lists, patterns, required fields ------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["kinds", "interfaces"])
+@pytest.mark.parametrize("key", ["kinds", "interfaces", "netns"])
 def test_empty_list(tmp_path, key):
     _, line = one_error(tmp_path, VALID_RULE + f"{key} = []\n")
     assert f"rules[0].{key}" in line
 
 
-@pytest.mark.parametrize("key", ["kinds", "interfaces"])
+@pytest.mark.parametrize("key", ["kinds", "interfaces", "netns"])
 def test_empty_pattern_string(tmp_path, key):
     _, line = one_error(tmp_path, VALID_RULE + f'{key} = ["wg*", ""]\n')
     assert f"rules[0].{key}" in line
@@ -444,3 +445,22 @@ def test_builtin_default_content():
         ("wireguard", ["wireguard"], ["*"], "on")
     ]
     assert b.daemon.kernel_guard == "strict"
+
+
+def test_namespaces_default_self_and_all_loads(tmp_path):
+    assert config.read_file(write(tmp_path / "d.toml", "")).daemon.namespaces == "self"
+    pf = config.read_file(write(tmp_path / "a.toml", '[daemon]\nnamespaces = "all"\n'))
+    assert pf.daemon.namespaces == "all"
+
+
+def test_netns_key_defaults_to_every_namespace_and_is_a_list(tmp_path):
+    pf = config.read_file(write(tmp_path / "r.toml", VALID_RULE))
+    assert pf.rules[0].netns == ["*"]
+    _, line = one_error(tmp_path, VALID_RULE + 'netns = "tenant-*"\n')
+    assert "rules[0].netns" in line
+
+
+def test_namespace_keys_are_described():
+    # Issue 12 builds the man page and the key reference from these descriptions.
+    assert "CAP_SYS_ADMIN" in config.DaemonConfig.model_fields["namespaces"].description
+    assert "pid:<pid>" in config.Rule.model_fields["netns"].description

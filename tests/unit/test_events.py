@@ -44,10 +44,17 @@ class Source:
         return out
 
 
+class Spaces:
+    def touch(self, space):
+        pass
+
+
 def handle(rec, events):
+    from wgnapid.spaces import Space
+
     d = Daemon.__new__(Daemon)
-    d.rec, d.ns, d.source, d.log = rec, rec.ns, Source(events), rec.log
-    d._handle_events()
+    d.log, d.spaces = rec.log, Spaces()
+    d._handle_events(Space(rec.ns, rec, Source(events)))  # one namespace's events
     rec.drain()
 
 

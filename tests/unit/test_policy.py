@@ -2,7 +2,7 @@
 
 import pytest
 
-from wgnapid.policy import UNMATCHED, Decision, decide
+from wgnapid.policy import UNMATCHED, Decision, covers_netns, decide
 
 from .helpers import policy, rule
 
@@ -117,3 +117,30 @@ def test_ignore_rule_is_distinguishable_from_unmatched():
     p = policy(rule("quiet", "ignore", kinds=["veth"]))
     assert decide(p, "v0", "veth") == Decision("quiet", "ignore")
     assert decide(p, "v0", "veth") != UNMATCHED
+
+
+def test_netns_globs_match_the_namespace_name():
+    p = policy(
+        rule("tenants", "on", kinds=["wireguard"], netns=["tenant-*", "docker:*"]),
+        rule("lab", "off", kinds=["wireguard"], netns=["pid:*"]),
+    )
+    assert decide(p, "wg0", "wireguard", "tenant-a") == Decision("tenants", "on")
+    assert decide(p, "wg0", "wireguard", "docker:3f2a") == Decision("tenants", "on")
+    assert decide(p, "wg0", "wireguard", "pid:4242") == Decision("lab", "off")
+    assert decide(p, "wg0", "wireguard", "self") is UNMATCHED
+    # Case-sensitive, like the interface globs.
+    assert decide(p, "wg0", "wireguard", "Tenant-a") is UNMATCHED
+
+
+def test_netns_defaults_to_every_namespace_including_self():
+    p = policy(rule("wg", "on", kinds=["wireguard"]))
+    for ns in ("self", "tenant-a", "docker:1", "pid:1"):
+        assert decide(p, "wg0", "wireguard", ns) == Decision("wg", "on"), ns
+    # Without a namespace, a link is the daemon's own.
+    assert decide(policy(rule("s", "on", netns=["self"])), "x", "veth") == Decision("s", "on")
+
+
+def test_covers_netns_is_any_rule_whatever_its_kind_or_value():
+    p = policy(rule("a", "ignore", kinds=["veth"], netns=["wgn-*"]), rule("b", "on", netns=["self"]))
+    assert covers_netns(p, "wgn-1") and covers_netns(p, "self")
+    assert not covers_netns(p, "pid:7") and not covers_netns(policy(), "self")

@@ -115,7 +115,8 @@ def test_wanted_on_reading_0_is_written_1_and_threaded(fakesys, attr, rlog, cloc
     assert kind == "link-threaded" and prio == syslog.LOG_INFO
     assert msg.startswith("wg0: ")
     assert fields == {"interface": b"wg0", "ifindex": 5, "wgnapid_rule": "all",
-                      "wgnapid_state": "threaded", "wgnapid_netns": rec.netns}
+                      "wgnapid_state": "threaded", "wgnapid_netns": rec.netns,
+                      "wgnapid_netns_name": "self"}
 
 
 def test_already_as_wanted_is_not_written(fakesys, attr, rlog, clock):
@@ -740,3 +741,71 @@ def test_close_drops_writes_not_begun(fakesys, attr, rlog, clock):
     closing.join(10)
     assert not closing.is_alive()
     assert len(attr.writes) == 4
+
+
+# -- namespaces (issue 10) ------------------------------------------------------------
+
+
+def _in_ns(attr, rlog, clock, name, *rules, ino=4026532001, writers=None):
+    pol = policy(*rules)
+    return Reconciler(pol, rlog, fake_ns(attr.fakesys, attr, ino=ino, name=name), verdict=SAFE,
+                      clock=clock, peer_count=lambda n: 1, writers=writers)
+
+
+def test_rules_see_the_namespace_name_and_entries_name_it(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n", 5)
+    rules = (rule("tenants", "on", kinds=["wireguard"], netns=["tenant-*"]),
+             rule("rest", "off", kinds=["wireguard"]))
+    st = _in_ns(attr, rlog, clock, "tenant-a", *rules).observe(WG)
+    assert (st.rule, st.state, st.netns_name) == ("tenants", "threaded", "tenant-a")
+    (entry,) = rlog.events
+    assert entry[3]["wgnapid_netns_name"] == "tenant-a" and entry[3]["wgnapid_netns"] == 4026532001
+    assert entry[2].endswith("[netns tenant-a 4026532001]"), entry[2]
+    assert st.as_dict()["netns_name"] == "tenant-a"
+    # The same link in a namespace the first rule does not cover.
+    st = _in_ns(attr, rlog, clock, "pid:77", *rules).observe(WG)
+    assert (st.rule, st.state) == ("rest", "off")
+
+
+def test_renamed_namespace_is_shown_and_decided_again(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n", 5)
+    rec = _in_ns(attr, rlog, clock, "pid:77", rule("named", "on", netns=["tenant-*"]))
+    assert rec.observe(WG).state == "unmatched"
+    generation = rec.generation
+    rec.ns.name = "tenant-b"  # got a /run/netns name
+    rec.renamed()
+    assert rec.generation > generation and rec.links[5].netns_name == "tenant-b"
+    assert rec.observe(WG).state == "threaded"
+
+
+def test_reconcilers_share_writer_threads_and_each_gets_its_own_results(fakesys, attr, rlog, clock):
+    from wgnapid.reconciler import shared_writers
+
+    pool = shared_writers(2)
+    fakesys.add("wg0", "0\n", 5)
+    fakesys.add("veth0", "0\n", 6)
+    a = _in_ns(attr, rlog, clock, "a", rule("all", "on"), ino=11, writers=pool)
+    b = _in_ns(attr, rlog, clock, "b", rule("all", "on"), ino=12, writers=pool)
+    assert a.completions == b.completions == pool.fd
+    a.observe_many([(WG, True)], wait=False)
+    b.observe_many([(VETH, True)], wait=False)
+    while a.in_flight or b.in_flight:
+        select.select([pool.fd], [], [], 10)
+        a.collect()  # one collect serves both: results go to their own reconciler
+    assert a.links[5].state == "threaded" and 6 not in a.links
+    assert b.links[6].state == "threaded" and 5 not in b.links
+    a.close()
+    b.close()
+    assert pool.threads, "a reconciler must not stop a pool it does not own"
+    pool.close()
+
+
+def test_forget_drops_every_link_without_a_word(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n", 5)
+    attr.unsettable.add("wg0")
+    rec = _in_ns(attr, rlog, clock, "gone-soon", rule("all", "on"))
+    assert rec.observe(WG).state == "waiting"
+    rlog.events.clear()
+    rec.forget()
+    assert rec.links == {} and rec.summary() == {} and rec.next_retry() is None
+    assert rlog.events == []

@@ -50,11 +50,15 @@ pytestmark = pytest.mark.systemd
 
 
 def readme_install_lines() -> list[str]:
-    """The shell lines of the README's "## Install" section, in order."""
+    """The shell lines of the README's Debian 12 (from source) install, in order:
+    the first ```sh block of the "### Debian 12" part of "## Install" (the
+    Debian 13 package path is the package tier's, tests/debian)."""
     text = (PROJECT / "README.md").read_text()
     section = text.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "README.md: no ```sh block in the Install section"
+    assert "\n### Debian 12" in section, "README.md: no '### Debian 12' part in the Install section"
+    part = section.split("\n### Debian 12", 1)[1].split("\n### ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", part, re.S)
+    assert block, "README.md: no ```sh block in the Install section's Debian 12 part"
     return [l for l in block.group(1).splitlines() if l.strip() and not l.lstrip().startswith("#")]
 
 

@@ -185,7 +185,20 @@ def status_document(policy: config.Policy) -> dict:
         },
         "links": links,
         "summary": summary,
+        "stalled_peers": stalled_peers(daemon),
     }
+
+
+def stalled_peers(daemon: dict | None) -> list[dict]:
+    """The running daemon's stalled WireGuard peers (wgnapid.stallwatch), [] without one."""
+    peers = (daemon or {}).get("stalled_peers") or []
+    return [p for p in peers if isinstance(p, dict)]
+
+
+def _stalled_line(p: dict) -> str:
+    return (f"{p.get('interface')} (ifindex {p.get('ifindex')}) peer {p.get('public_key')}: "
+            f"receive side stalled (CVE-2026-52945): {p.get('tx_bytes')} bytes sent, "
+            f"{p.get('rx_bytes')} bytes of handshakes received in {p.get('seconds')} s")
 
 
 def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None) -> dict:
@@ -220,6 +233,8 @@ def cmd_status(args, policy: config.Policy) -> int:
             line += f" ({row['reason']})"
         print(line)
     print(", ".join(f"{n} {s}" for s, n in sorted(doc["summary"].items())))
+    for p in doc["stalled_peers"]:
+        print(f"STALLED: {_stalled_line(p)}")
     return EXIT_OK
 
 
@@ -263,6 +278,9 @@ def cmd_doctor(args) -> int:
         native = status["kernel"]["native"]
         if doc_links.get("failed"):
             problems.append(f"{doc_links['failed']} link(s) failed; see `wgnapid status`")
+    stalled = stalled_peers(_daemon_status())
+    for p in stalled:
+        problems.append(f"{_stalled_line(p)}; see README, 'A stalled peer'")
     guard = policy.daemon.kernel_guard if policy else None
     doc = {
         "version": __version__,
@@ -272,6 +290,7 @@ def cmd_doctor(args) -> int:
         "policy_files": files,
         "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin()},
         "links": doc_links,
+        "stalled_peers": stalled,
         "problems": problems,
         "ok": not problems,
     }

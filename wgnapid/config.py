@@ -26,6 +26,7 @@ resync_interval = 30
 pending_max_delay = 2
 log_level = "info"
 kernel_guard = "strict"
+stall_window = 30
 
 [[rules]]
 name = "wireguard"
@@ -49,6 +50,16 @@ class DaemonConfig(_Strict):
     pending_max_delay: Seconds = 2
     log_level: Literal["debug", "info", "notice", "warning", "error"] = "info"
     kernel_guard: Literal["strict", "warn", "off"] = "strict"
+    stall_window: float = Field(
+        default=30, ge=0, le=86400,
+        description=(
+            "Seconds between reads of the peer counters of threaded WireGuard links, to "
+            "notice a peer whose receive side has stopped (CVE-2026-52945): one warning per "
+            "stalled peer, one notice when it recovers, stalled peers in `wgnapid status` and "
+            "`wgnapid doctor`. A suspicion is confirmed by one more read 12 s later. "
+            "Default 30; 0 turns the watch off; below 16 a stall may take more than two "
+            "windows to show (WireGuard re-handshakes a silent peer after 15 s)."),
+    )
 
 
 class Rule(_Strict):

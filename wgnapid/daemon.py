@@ -14,6 +14,7 @@ from wgnapid import __version__, config, kernel
 from wgnapid.links import NetlinkSource, Overflow, Rtnl, UdevSource, netns_id
 from wgnapid.log import Log
 from wgnapid.reconciler import Reconciler
+from wgnapid.stallwatch import StallWatch
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
 DEFAULT_RUNTIME_DIR = "/run/wgnapid"
@@ -59,6 +60,7 @@ class Daemon:
         self.verdict = kernel.running_verdict()
         self.netns = netns_id()
         self.rec = Reconciler(policy, log, verdict=self.verdict, netns=self.netns)
+        self.stall = StallWatch(log, policy.daemon.stall_window)
         self.rtnl = Rtnl()
         self.source = None
         self.sel = selectors.DefaultSelector()
@@ -164,6 +166,7 @@ class Daemon:
         self.policy = policy
         self.rec.set_policy(policy)
         self.log.set_level(policy.daemon.log_level)
+        self.stall.set_window(policy.daemon.stall_window, time.monotonic())
         if policy.daemon.source != old_source:
             self._open_source()
         self.log.info("reloaded", f"policy reloaded from {', '.join(policy.files)}")
@@ -196,6 +199,8 @@ class Daemon:
             },
             "summary": self.rec.summary(),
             "links": [st.as_dict() for st in self.rec.links.values()],
+            "stall_window": self.stall.window,
+            "stalled_peers": self.stall.as_list(),
         }
 
     def _publish(self, force: bool = False) -> None:
@@ -244,6 +249,8 @@ class Daemon:
             deadlines.append(self._status_written + STATUS_MIN_INTERVAL)
         if self._watchdog:
             deadlines.append(self._next_watchdog)
+        if (stall := self.stall.due(now)) is not None:
+            deadlines.append(stall)
         return max(0.0, min(deadlines) - now)
 
     def run(self) -> int:
@@ -281,6 +288,8 @@ class Daemon:
                 now = time.monotonic()
                 if now >= self._next_resync:
                     self.resync("periodic")
+                if self.stall.run_due(self.rec.links.values(), now, time.time()):
+                    self._published = -1  # a peer's stall state is news
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog
@@ -288,6 +297,7 @@ class Daemon:
         finally:
             notify("STOPPING=1")
             self.rec.close()
+            self.stall.close()
             self.log.info("stopping", "wgnapid stopping")
             self._remove_status()
         return 0

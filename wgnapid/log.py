@@ -35,6 +35,11 @@ MESSAGE_IDS = {
     "link-gone": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7716",
     "link-ignored": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7717",
     "link-unmatched": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7718",
+    # stall watch (per WireGuard peer)
+    "peer-stalled": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7760",
+    "peer-stall-recovered": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7761",
+    "peer-stall-forgotten": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7762",
+    "peer-stall-unread": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7763",
 }
 
 LEVELS = {

@@ -288,7 +288,7 @@ class Daemon:
                 now = time.monotonic()
                 if now >= self._next_resync:
                     self.resync("periodic")
-                if self.stall.run_due(self.rec.links.values(), now, time.time()):
+                if self.stall.run_due(self.rec.links.values(), now):
                     self._published = -1  # a peer's stall state is news
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")

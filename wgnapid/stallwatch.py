@@ -39,6 +39,7 @@ ties them to the daemon: one `poll()` per due time, and `stalled()` for
 from __future__ import annotations
 
 import syslog
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -53,6 +54,9 @@ REJECT_AFTER_TIME = 180  # keys older than this are unusable: handshake no longe
 # A suspicion is confirmed by a read this long after it began: any data we sent
 # before it began must have been answered by then (KEEPALIVE_TIMEOUT + slack).
 CONFIRM_AFTER = KEEPALIVE_TIMEOUT + 2.0
+# Longest the daemon's loop reads peers in one turn (seconds) before it looks
+# at link events again; the read goes on at the next turn.
+SLICE = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +358,7 @@ class StallWatch:
         self.next_due: float | None = None
         self.reads = 0
         self._last_poll = float("-inf")
+        self._queue: list[tuple[str, int]] = []  # links of the read under way, last first
         self.read_errors: dict[int, str] = {}  # ifindex -> last error, logged once
 
     def set_window(self, window: float, now: float) -> None:
@@ -364,9 +369,12 @@ class StallWatch:
                 self._log(self.detector.retain((), "stall watch turned off"))
 
     def due(self, now: float) -> float | None:
-        """Monotonic deadline of the next read, or None when the watch is off."""
+        """Monotonic deadline of the next read, or None when the watch is off.
+        While a read is spread over loop turns, ``now``."""
         if not self.window:
             return None
+        if self._queue:
+            return now
         if self.next_due is None:
             self.next_due = now  # first read at once: the baseline
         confirm = self.detector.confirm_due()
@@ -374,35 +382,55 @@ class StallWatch:
             return self.next_due  # no suspicion, or its confirming read was made
         return min(self.next_due, confirm)
 
-    def run_due(self, states, now: float, wall: float) -> bool:
-        """The daemon's one call per loop turn: poll when due. ``states``: the
+    def run_due(self, states, now: float, budget: float = SLICE) -> bool:
+        """The daemon's one call per loop turn: read when due. ``states``: the
         reconciler's LinkState objects; watched are WireGuard links whose
         threaded value read back 1, whoever set it (wgnapid or the kernel).
+        A read stops after ``budget`` seconds and goes on at the next turn, so
+        link events are never held up for long by many peers.
         Returns True when a peer's state changed (the status is then news)."""
-        due = self.due(now)
-        if due is None or now < due:
-            return False
-        links = [(st.name, st.ifindex) for st in states
-                 if st.kind == "wireguard" and st.current == 1]
-        return bool(self.poll(links, now, wall))
+        changes: list[Change] = []
+        if not self._queue:
+            due = self.due(now)
+            if due is None or now < due:
+                return False
+            changes += self._start([(st.name, st.ifindex) for st in states
+                                    if st.kind == "wireguard" and st.current == 1], now)
+        changes += self._drain(budget)
+        self._log(changes)
+        return bool(changes)
 
     def poll(self, links: Iterable[tuple[str, int]], now: float, wall: float) -> list[Change]:
-        """Read the links due now. ``links``: the threaded WireGuard links as
-        (name, ifindex). Returns (and logs) the changes."""
-        links = list(links)
+        """One whole read at ``now``/``wall`` (times given: tests, bench).
+        ``links``: the threaded WireGuard links as (name, ifindex). Returns (and
+        logs) the changes."""
+        changes = self._start(list(links), now)
+        changes += self._drain(None, (now, wall))
+        self._log(changes)
+        return changes
+
+    def _start(self, links: list[tuple[str, int]], now: float) -> list[Change]:
         changes = self.detector.retain([i for _, i in links])
-        full = self.next_due is None or now >= self.next_due
-        if full:
-            chosen = links
+        if self.next_due is None or now >= self.next_due:
+            self._queue = links
             self.next_due = now + self.window
-        else:
+        else:  # the confirming read: only links with a suspicion
             wanted = self.detector.suspects()
-            chosen = [link for link in links if link[1] in wanted]
-        samples: list[PeerSample] = []
-        read: list[int] = []
-        for name, ifindex in chosen:
+            self._queue = [link for link in links if link[1] in wanted]
+        self._queue.reverse()  # popped from the end
+        self.reads += 1
+        self._last_poll = now
+        return changes
+
+    def _drain(self, budget: float | None, at: tuple[float, float] | None = None) -> list[Change]:
+        changes: list[Change] = []
+        stop = None if budget is None else time.monotonic() + budget
+        did_one = False  # at least one link per turn, however small the budget
+        while self._queue and (stop is None or not did_one or time.monotonic() < stop):
+            did_one = True
+            name, ifindex = self._queue.pop()
             try:
-                samples += self.reader.read(name, ifindex)
+                samples = self.reader.read(name, ifindex)
             except (OSError, LookupError) as exc:
                 if self.read_errors.get(ifindex) != str(exc):
                     self.read_errors[ifindex] = str(exc)
@@ -411,11 +439,8 @@ class StallWatch:
                                    interface=name, ifindex=ifindex)
                 continue
             self.read_errors.pop(ifindex, None)
-            read.append(ifindex)
-        self.reads += 1
-        self._last_poll = now
-        changes += self.detector.observe(samples, read, now, wall)
-        self._log(changes)
+            now, wall = at or (time.monotonic(), time.time())
+            changes += self.detector.observe(samples, [ifindex], now, wall)
         return changes
 
     def stalled(self) -> list[tuple[str, int, str]]:

@@ -375,3 +375,21 @@ def test_stall_window_key():
     with pytest.raises(config.ConfigError) as exc:
         config.parse_file("t.toml", "[daemon]\nstall_window = -1\n")
     assert "t.toml: daemon.stall_window" in exc.value.lines[0]
+
+
+def test_daemon_turns_spread_a_read_and_watch_only_threaded_wireguard():
+    from wgnapid.reconciler import LinkState
+
+    log, reader = RecordingLog(), FakeReader()
+    watch = StallWatch(log, W, reader)
+    states = [LinkState(10 + i, f"wg{i}", "wireguard", current=1) for i in range(3)]
+    states += [LinkState(20, "wgoff", "wireguard", current=0), LinkState(21, "veth0", "veth", current=1)]
+    turns = 0
+    while True:
+        watch.run_due(states, 1000.0, budget=0)
+        turns += 1
+        if watch.due(1000.0) != 1000.0:
+            break
+    assert sorted(reader.calls) == [10, 11, 12] and turns == 3  # one link per turn at budget 0
+    assert watch.due(1000.0) == 1000.0 + W
+    assert watch.run_due(states, 1001.0) is False and len(reader.calls) == 3  # not due yet

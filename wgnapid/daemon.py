@@ -200,6 +200,7 @@ class Daemon:
             "summary": self.rec.summary(),
             "links": [st.as_dict() for st in self.rec.links.values()],
             "stall_window": self.stall.window,
+            "stall_reads": self.stall.reads,
             "stalled_peers": self.stall.as_list(),
         }
 

@@ -356,7 +356,7 @@ class StallWatch:
         self.reader = reader or WireGuardReader()
         self.detector = Detector()
         self.next_due: float | None = None
-        self.reads = 0
+        self.reads = 0  # reads finished (whole or confirming)
         self._last_poll = float("-inf")
         self._queue: list[tuple[str, int]] = []  # links of the read under way, last first
         self.read_errors: dict[int, str] = {}  # ifindex -> last error, logged once
@@ -388,7 +388,8 @@ class StallWatch:
         threaded value read back 1, whoever set it (wgnapid or the kernel).
         A read stops after ``budget`` seconds and goes on at the next turn, so
         link events are never held up for long by many peers.
-        Returns True when a peer's state changed (the status is then news)."""
+        Returns True when a peer's state changed or a read finished (the
+        status, which counts reads, is then news: once per window)."""
         changes: list[Change] = []
         if not self._queue:
             due = self.due(now)
@@ -398,7 +399,10 @@ class StallWatch:
                                     if st.kind == "wireguard" and st.current == 1], now)
         changes += self._drain(budget)
         self._log(changes)
-        return bool(changes)
+        finished = not self._queue
+        if finished:
+            self.reads += 1
+        return bool(changes) or finished
 
     def poll(self, links: Iterable[tuple[str, int]], now: float, wall: float) -> list[Change]:
         """One whole read at ``now``/``wall`` (times given: tests, bench).
@@ -407,6 +411,7 @@ class StallWatch:
         changes = self._start(list(links), now)
         changes += self._drain(None, (now, wall))
         self._log(changes)
+        self.reads += 1
         return changes
 
     def _start(self, links: list[tuple[str, int]], now: float) -> list[Change]:
@@ -418,7 +423,6 @@ class StallWatch:
             wanted = self.detector.suspects()
             self._queue = [link for link in links if link[1] in wanted]
         self._queue.reverse()  # popped from the end
-        self.reads += 1
         self._last_poll = now
         return changes
 

@@ -392,4 +392,5 @@ def test_daemon_turns_spread_a_read_and_watch_only_threaded_wireguard():
             break
     assert sorted(reader.calls) == [10, 11, 12] and turns == 3  # one link per turn at budget 0
     assert watch.due(1000.0) == 1000.0 + W
+    assert watch.reads == 1
     assert watch.run_due(states, 1001.0) is False and len(reader.calls) == 3  # not due yet

@@ -87,6 +87,8 @@ def build(quick: bool) -> list[Item]:
 
     # parsing cost of one RTM_NEWLINK (cited by wgnapid/links.py)
     add("parse", "wgnapid", {"type": "parse"})
+    # the stall watch's cost per window, 1,000 WireGuard peers (bench/stallcost.py)
+    add("stallcost", "wgnapid", {"type": "stallcost", "peers": 1000})
 
     # 4. idle
     add("idle", "wgnapid", {"type": "idle", "window_s": 10 if q else 60})

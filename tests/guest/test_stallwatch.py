@@ -49,7 +49,16 @@ STALL_WINDOW = 16  # seconds: WireGuard re-handshakes a silent peer after ~15 s
 TCG_SLACK = 10.0  # timers and reads run late under TCG on a loaded machine
 
 
+_SBIN_PATH = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+NFT = shutil.which("nft", path=_SBIN_PATH) or "nft"
+# iputils ping where installed, else busybox's (busybox-static is in ./dev's APT_KERNEL)
+PING = ([p] if (p := shutil.which("ping", path=_SBIN_PATH)) else
+        [b, "ping"] if (b := shutil.which("busybox", path=_SBIN_PATH)) else ["ping"])
+
+
 def run(*argv: str, input: str | None = None, check: bool = True):
+    if argv[0] == "nft":
+        argv = (NFT, *argv[1:])
     return guestlib.run(*argv, input=input, check=check)
 
 
@@ -104,7 +113,7 @@ class Tunnel:
 
     def ping(self, interval: float, seconds: int, count: int | None = None) -> subprocess.Popen:
         """Pings from here to the far end: bounded by -w (and -c)."""
-        argv = ["ping", "-q", "-n", "-i", str(interval), "-w", str(seconds)]
+        argv = [*PING, "-q", "-i", str(interval), "-w", str(seconds)]
         if count:
             argv += ["-c", str(count)]
         return self.topo.spawn(argv + [self.addr_peer])
@@ -180,8 +189,8 @@ class Topology:
 
 @pytest.fixture
 def topo(guest_ready):
-    for tool in ("nft", "ping"):
-        assert shutil.which(tool), f"{tool} missing in the guest (./dev setup installs nftables)"
+    assert os.path.exists(NFT), "nft missing (./dev setup installs nftables)"
+    assert os.path.exists(PING[0]), "no ping and no busybox (./dev setup installs busybox-static)"
     t = Topology()
     yield t
     t.cleanup()

@@ -358,6 +358,7 @@ class StallWatch:
         self.next_due: float | None = None
         self.reads = 0  # reads finished (whole or confirming)
         self._last_poll = float("-inf")
+        self._watching = True  # the last read had links to read
         self._queue: list[tuple[str, int]] = []  # links of the read under way, last first
         self.read_errors: dict[int, str] = {}  # ifindex -> last error, logged once
 
@@ -379,7 +380,10 @@ class StallWatch:
             self.next_due = now  # first read at once: the baseline
         confirm = self.detector.confirm_due()
         if confirm is None or confirm <= self._last_poll:
-            return self.next_due  # no suspicion, or its confirming read was made
+            # No suspicion, or its confirming read was made. With nothing to
+            # watch at the last read, no wake-up of its own: the next loop turn
+            # after next_due (an event, the resync) starts the next read.
+            return self.next_due if self._watching else None
         return min(self.next_due, confirm)
 
     def run_due(self, states, now: float, budget: float = SLICE) -> bool:
@@ -393,7 +397,7 @@ class StallWatch:
         changes: list[Change] = []
         if not self._queue:
             due = self.due(now)
-            if due is None or now < due:
+            if not self.window or now < (self.next_due if due is None else due):
                 return False
             changes += self._start([(st.name, st.ifindex) for st in states
                                     if st.kind == "wireguard" and st.current == 1], now)
@@ -402,7 +406,7 @@ class StallWatch:
         finished = not self._queue
         if finished:
             self.reads += 1
-        return bool(changes) or finished
+        return bool(changes) or (finished and self._watching)
 
     def poll(self, links: Iterable[tuple[str, int]], now: float, wall: float) -> list[Change]:
         """One whole read at ``now``/``wall`` (times given: tests, bench).
@@ -416,6 +420,7 @@ class StallWatch:
 
     def _start(self, links: list[tuple[str, int]], now: float) -> list[Change]:
         changes = self.detector.retain([i for _, i in links])
+        self._watching = bool(links)
         if self.next_due is None or now >= self.next_due:
             self._queue = links
             self.next_due = now + self.window

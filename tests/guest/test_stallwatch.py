@@ -374,3 +374,50 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     assert daemon.alive() and "Traceback" not in daemon.stderr(), daemon.stderr()
     stopped = daemons.stop()
     assert stopped.returncode == 0
+
+
+def test_s13_stall_read_of_1000_peers(guest_ready, record_property):
+    """The real genl query the stall watch makes, on a link with 1,000 peers:
+    every peer comes back once with its counters (the reply spans many
+    messages), and how long one read takes here (TCG: 10-20x slower than a
+    real machine; a figure, not a goal)."""
+    import base64
+    import resource
+
+    from wgnapid.stallwatch import Detector, WireGuardReader
+
+    name = f"kc{TOKEN}"
+    keys = [base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(1000)]
+    conf = "".join(f"[Peer]\nPublicKey = {k}\nAllowedIPs = 10.216.{i // 250}.{i % 250 + 1}/32\n"
+                   f"Endpoint = 10.217.0.1:{20000 + i}\n\n" for i, k in enumerate(keys))
+    path = os.path.join(tempfile.mkdtemp(prefix=f"i14conf{TOKEN}-"), "peers.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    run("ip", "link", "add", name, "type", "wireguard")
+    try:
+        t0 = time.monotonic()
+        run("wg", "addconf", name, path)
+        record_property("add_1000_peers_s", round(time.monotonic() - t0, 1))
+        ifindex = int((guestlib.SYSFS_NET / name / "ifindex").read_text())
+        reader, det = WireGuardReader(), Detector()
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        times = []
+        try:
+            for i in range(3):
+                c0, w0 = time.process_time(), time.monotonic()
+                samples = reader.read(name, ifindex)
+                det.observe(samples, [ifindex], 1000.0 + 30 * i, time.time())
+                times.append((time.process_time() - c0, time.monotonic() - w0))
+        finally:
+            reader.close()
+        assert sorted(s.public_key for s in samples) == sorted(keys)
+        assert all(s.rx_bytes == 0 and s.tx_bytes == 0 and s.last_handshake == 0 for s in samples)
+        cpu = sorted(c for c, _ in times)[1]
+        wall = sorted(w for _, w in times)[1]
+        record_property("read_1000_peers_cpu_s", round(cpu, 3))
+        record_property("read_1000_peers_wall_s", round(wall, 3))
+        record_property("maxrss_growth_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0)
+        print(f"one read of 1,000 peers under TCG: {cpu:.3f} s CPU, {wall:.3f} s wall")
+    finally:
+        run("ip", "link", "del", name, check=False)
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)

@@ -394,3 +394,16 @@ def test_daemon_turns_spread_a_read_and_watch_only_threaded_wireguard():
     assert watch.due(1000.0) == 1000.0 + W
     assert watch.reads == 1
     assert watch.run_due(states, 1001.0) is False and len(reader.calls) == 3  # not due yet
+
+
+def test_no_wakeups_of_its_own_without_watched_links():
+    from wgnapid.reconciler import LinkState
+
+    watch = StallWatch(RecordingLog(), W, FakeReader())
+    assert watch.due(1000.0) == 1000.0  # the first read at once
+    assert watch.run_due([LinkState(21, "tun0", "tun", current=1)], 1000.0) is False
+    assert watch.due(1000.0) is None  # nothing watched: the loop is not woken for it
+    assert watch.run_due([LinkState(7, "wg0", "wireguard", current=1)], 1010.0) is False
+    # A later loop turn (an event, the resync) past the window starts the next read.
+    assert watch.run_due([LinkState(7, "wg0", "wireguard", current=1)], 1031.0) is True
+    assert watch.due(1031.0) == 1031.0 + W

@@ -110,6 +110,9 @@ def test_status_json_without_and_with_daemon(netns, daemon_factory, tmp_path):
     assert rows["va1"]["reason"]
     assert rows["vo0"]["state"] == "off" and rows["vo0"]["current"] == 0
     assert doc["summary"].get("waiting") == 1 and doc["summary"].get("threaded") == 1
+    # The stall watch runs (no WireGuard here: nothing to flag; s12 of the kernel tier flags).
+    assert doc["stalled_peers"] == []
+    assert d.status_file()["stall_window"] == 30 and d.status_file()["stalled_peers"] == []
 
     # The plain text form names the same states.
     text = d.cli("status", check=True).stdout

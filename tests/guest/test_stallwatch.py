@@ -19,6 +19,7 @@ in count and time.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -30,7 +31,7 @@ import time
 import pytest
 
 import guestlib
-from guestlib import cli_json, threaded, wait_until
+from guestlib import threaded, wait_until
 
 pytestmark = pytest.mark.guest
 
@@ -46,7 +47,8 @@ HANDSHAKE_INITIATION, HANDSHAKE_RESPONSE, KEEPALIVE = 148, 92, 32
 # The handshake worker counts whole messages; data and keepalives are padded
 # plaintext + 32, a multiple of 16 (wgnapid/stallwatch.py).
 STALL_WINDOW = 16  # seconds: WireGuard re-handshakes a silent peer after ~15 s
-TCG_SLACK = 10.0  # timers and reads run late under TCG on a loaded machine
+TCG_SLACK = 10.0
+TRAFFIC_S = 230  # the pings and the UDP sender of s12 stop by themselves after this  # timers and reads run late under TCG on a loaded machine
 
 
 _SBIN_PATH = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
@@ -263,6 +265,19 @@ def stall_policy(risky) -> str:
     return text.replace("[daemon]\n", f"[daemon]\nstall_window = {STALL_WINDOW}\n", 1)
 
 
+def cli_together(daemon, *commands: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """Run several `wgnapid` commands against ``daemon`` at once: [(rc, stdout, stderr)]."""
+    procs = [subprocess.Popen([str(guestlib.WGNAPID), "--config", str(daemon.config),
+                               "--log-target", "journal", *args],
+                              env=daemon.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=guestlib.CLI_TIMEOUT)
+        out.append((proc.returncode, stdout, stderr))
+    return out
+
+
 def _one_way_sender(t: Tunnel, seconds: int) -> list[str]:
     """A small UDP sender in the peer namespace: 5 datagrams a second to port 9 here."""
     code = ("import socket,time\n"
@@ -283,24 +298,25 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     from wgnapid.log import MESSAGE_IDS
     from wgnapid.stallwatch import CONFIRM_AFTER
 
-    daemon = daemons.get(stall_policy)
+    # Tunnels and traffic first: the daemon threads the links before READY=1 and
+    # its first read is the baseline (no wait for a resync to notice them).
     stall = Tunnel(topo, 1, f"st{TOKEN}")
     busy = Tunnel(topo, 2, f"bz{TOKEN}")
     idle = Tunnel(topo, 3, f"id{TOKEN}")
     oneway = Tunnel(topo, 4, f"ow{TOKEN}")
-    tunnels = [stall, busy, idle, oneway]
-    for t in tunnels:
-        wait_until(f"{t.name} threaded", lambda t=t: threaded(t.name) == "1", 30)
     # Our end drops the one-way datagrams after WireGuard counted them, silently
     # (no ICMP back), so that tunnel's traffic is truly one-way.
     run("nft", "add", "rule", "inet", NFT_TABLE, "input", "iifname", oneway.name,
         "udp", "dport", "9", "drop")
-    assert idle.ping(0.2, 10, count=1).wait(30) == 0  # a handshake, then idle
-    stall.ping(0.2, 200)
-    busy.ping(0.2, 200)
-    topo.spawn(_one_way_sender(oneway, 200))
+    assert idle.ping(0.2, 20, count=1).wait(30) == 0  # a handshake, then idle
+    stall.ping(0.2, TRAFFIC_S)
+    busy.ping(0.2, TRAFFIC_S)
+    topo.spawn(_one_way_sender(oneway, TRAFFIC_S))
     wait_until("traffic on every active tunnel",
-               lambda: all(t.here().rx > 1000 for t in (stall, busy, oneway)), 30)
+               lambda: all(t.here().rx > 1000 for t in (stall, busy, oneway)), 60)
+    daemon = daemons.get(stall_policy)
+    for t in (stall, busy, idle, oneway):
+        assert threaded(t.name) == "1", f"{t.name} not threaded at READY=1"
 
     def status() -> dict:
         return daemon.status_file() or {}
@@ -319,16 +335,21 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     assert status()["stall_window"] == STALL_WINDOW
 
     since_us = int(time.time() * 1e6)
+    reads_before = status()["stall_reads"]
     stall.drop_data()
     dropped = time.monotonic()
-    limit = 2 * STALL_WINDOW + CONFIRM_AFTER + TCG_SLACK
-    wait_until(f"{stall.name} flagged", lambda: stall.name in flagged(), limit + 30,
-               interval=0.25)
+    wait_until(f"{stall.name} flagged", lambda: stall.name in flagged(),
+               3 * STALL_WINDOW + CONFIRM_AFTER + 60, interval=0.25)
     latency = time.monotonic() - dropped
+    reads = status()["stall_reads"] - reads_before
     record_property("drop_to_flagged_s", round(latency, 1))
-    print(f"stall flagged {latency:.1f} s after the drop (window {STALL_WINDOW} s, "
-          f"confirming read {CONFIRM_AFTER:.0f} s)")
-    assert latency <= limit, f"flagged after {latency:.1f} s; limit {limit:.0f} s"
+    record_property("drop_to_flagged_reads", reads)
+    print(f"stall flagged {latency:.1f} s and {reads} reads after the drop (window "
+          f"{STALL_WINDOW} s, confirming read {CONFIRM_AFTER:.0f} s later)")
+    # Within two windows, counted in reads rather than seconds (TCG on a loaded
+    # machine stretches time): the one the drop fell in, the next whole one,
+    # and the confirming read 12 s after it.
+    assert reads <= 3, f"flagged at the {reads}th read after the drop"
     peer = status()["stalled_peers"][0]
     assert (peer["interface"], peer["ifindex"], peer["public_key"]) == (
         stall.name, stall.ifindex, stall.pub_peer)
@@ -344,13 +365,17 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     assert w["PRIORITY"] == "4" and "CVE-2026-52945" in w["MESSAGE"]
     assert int(w["WGNAPID_TX_BYTES"]) > 0 and handshake_bytes(int(w["WGNAPID_RX_BYTES"]))
 
-    # status (JSON and text) and doctor show it.
-    doc = cli_json("status", "--json", config=daemon.config, env=daemon.env)
+    # status (JSON and text) and doctor show it (the three commands at once:
+    # each needs 10 s or more under TCG).
+    out = cli_together(daemon, ("status", "--json"), ("status",), ("doctor", "--json"))
+    doc = json.loads(out[0][1])
+    assert out[0][0] == 0, out[0]
     assert [(p["interface"], p["public_key"]) for p in doc["stalled_peers"]] == [
         (stall.name, stall.pub_peer)]
-    text = daemon.cli("status").stdout
-    assert f"STALLED: {stall.name}" in text and stall.pub_peer in text, text
-    doctor = cli_json("doctor", "--json", config=daemon.config, env=daemon.env, check_rc=1)
+    text = out[1][1]
+    assert out[1][0] == 0 and f"STALLED: {stall.name}" in text and stall.pub_peer in text, out[1]
+    assert out[2][0] == 1, out[2]
+    doctor = json.loads(out[2][1])
     assert doctor["ok"] is False
     assert [p for p in doctor["problems"] if stall.name in p and "stalled" in p], doctor["problems"]
     assert not flagged() - {stall.name}
@@ -358,9 +383,13 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     # Data passes again: one recovery notice, nothing flagged.
     stall.pass_data()
     passed = time.monotonic()
+    reads_before = status()["stall_reads"]
     wait_until(f"{stall.name} recovered", lambda: not flagged(),
-               STALL_WINDOW + CONFIRM_AFTER + TCG_SLACK + 30, interval=0.25)
+               2 * STALL_WINDOW + CONFIRM_AFTER + 60, interval=0.25)
+    reads = status()["stall_reads"] - reads_before
     record_property("pass_to_recovered_s", round(time.monotonic() - passed, 1))
+    record_property("pass_to_recovered_reads", reads)
+    assert reads <= 2, f"recovered at the {reads}th read after the drop rule went"
     guestlib.journal_sync()
     entries = [e for e in daemon.journal() if int(e["__REALTIME_TIMESTAMP"]) >= since_us]
     by_id = {}

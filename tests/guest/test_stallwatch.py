@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -46,7 +45,7 @@ PORT_ROOT, PORT_PEER = 51400, 52400  # + tunnel number
 HANDSHAKE_INITIATION, HANDSHAKE_RESPONSE, KEEPALIVE = 148, 92, 32
 # The handshake worker counts whole messages; data and keepalives are padded
 # plaintext + 32, a multiple of 16 (wgnapid/stallwatch.py).
-STALL_WINDOW = 16  # seconds: WireGuard re-handshakes a silent peer after ~15 s
+STALL_WINDOW = 10  # seconds: short, so the scenario stays short; the confirming read is 12 s
 TCG_SLACK = 10.0
 TRAFFIC_S = 230  # the pings and the UDP sender of s12 stop by themselves after this  # timers and reads run late under TCG on a loaded machine
 
@@ -278,15 +277,6 @@ def cli_together(daemon, *commands: tuple[str, ...]) -> list[tuple[int, str, str
     return out
 
 
-def _one_way_sender(t: Tunnel, seconds: int) -> list[str]:
-    """A small UDP sender in the peer namespace: 5 datagrams a second to port 9 here."""
-    code = ("import socket,time\n"
-            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-            f"for _ in range({seconds * 5}):\n"
-            f"    s.sendto(b'x'*200,('{t.addr_root}',9)); time.sleep(0.2)\n")
-    return ["ip", "netns", "exec", NS, sys.executable, "-c", code]
-
-
 @pytest.mark.skipif(guestlib.kernel_is_risky(),
                     reason="the daemon scenario runs on the 6.12 kernel (issue 14; keeps the "
                            "6.1 boot short); s11 and s13 check the signals and the query here")
@@ -304,14 +294,15 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     busy = Tunnel(topo, 2, f"bz{TOKEN}")
     idle = Tunnel(topo, 3, f"id{TOKEN}")
     oneway = Tunnel(topo, 4, f"ow{TOKEN}")
-    # Our end drops the one-way datagrams after WireGuard counted them, silently
-    # (no ICMP back), so that tunnel's traffic is truly one-way.
+    # The one-way flow: pings from the peer namespace that our end drops after
+    # WireGuard counted them (nftables on the tunnel link), so nothing answers.
     run("nft", "add", "rule", "inet", NFT_TABLE, "input", "iifname", oneway.name,
-        "udp", "dport", "9", "drop")
+        "icmp", "type", "echo-request", "drop")
     assert idle.ping(0.2, 20, count=1).wait(30) == 0  # a handshake, then idle
     stall.ping(0.2, TRAFFIC_S)
     busy.ping(0.2, TRAFFIC_S)
-    topo.spawn(_one_way_sender(oneway, TRAFFIC_S))
+    topo.spawn(["ip", "netns", "exec", NS, *PING, "-q", "-i", "0.2", "-w", str(TRAFFIC_S),
+                oneway.addr_root])
     wait_until("traffic on every active tunnel",
                lambda: all(t.here().rx > 1000 for t in (stall, busy, oneway)), 60)
     daemon = daemons.get(stall_policy)
@@ -408,7 +399,7 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
 def test_s13_stall_read_of_1000_peers(guest_ready, record_property):
     """The real genl query the stall watch makes, on a link with 1,000 peers:
     every peer comes back once with its counters (the reply spans many
-    messages), and how long one read takes here (TCG: 10-20x slower than a
+    messages), and how long one read (query, decode, judge) takes here (TCG: 10-20x slower than a
     real machine; a figure, not a goal)."""
     import base64
     import resource
@@ -432,7 +423,7 @@ def test_s13_stall_read_of_1000_peers(guest_ready, record_property):
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         times = []
         try:
-            for i in range(3):
+            for i in range(2):
                 c0, w0 = time.process_time(), time.monotonic()
                 samples = reader.read(name, ifindex)
                 det.observe(samples, [ifindex], 1000.0 + 30 * i, time.time())
@@ -441,8 +432,7 @@ def test_s13_stall_read_of_1000_peers(guest_ready, record_property):
             reader.close()
         assert sorted(s.public_key for s in samples) == sorted(keys)
         assert all(s.rx_bytes == 0 and s.tx_bytes == 0 and s.last_handshake == 0 for s in samples)
-        cpu = sorted(c for c, _ in times)[1]
-        wall = sorted(w for _, w in times)[1]
+        cpu, wall = times[1]  # the second read: the detector has its baseline
         record_property("read_1000_peers_cpu_s", round(cpu, 3))
         record_property("read_1000_peers_wall_s", round(wall, 3))
         record_property("maxrss_growth_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0)

@@ -56,9 +56,8 @@ class DaemonConfig(_Strict):
             "Seconds between reads of the peer counters of threaded WireGuard links, to "
             "notice a peer whose receive side has stopped (CVE-2026-52945): one warning per "
             "stalled peer, one notice when it recovers, stalled peers in `wgnapid status` and "
-            "`wgnapid doctor`. A suspicion is confirmed by one more read 12 s later. "
-            "Default 30; 0 turns the watch off; below 16 a stall may take more than two "
-            "windows to show (WireGuard re-handshakes a silent peer after 15 s)."),
+            "`wgnapid doctor`. A suspicion is confirmed by one more read 12 s later, so a "
+            "stall shows within two windows + 12 s. Default 30; 0 turns the watch off."),
     )
 
 

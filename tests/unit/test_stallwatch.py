@@ -407,3 +407,19 @@ def test_no_wakeups_of_its_own_without_watched_links():
     # A later loop turn (an event, the resync) past the window starts the next read.
     assert watch.run_due([LinkState(7, "wg0", "wireguard", current=1)], 1031.0) is True
     assert watch.due(1031.0) == 1031.0 + W
+
+
+def test_cli_reads_stalled_peers_from_the_daemon_document():
+    from wgnapid import cli
+
+    watch = StallWatch(RecordingLog(), W, FakeReader())
+    sim = Sim(watch.detector)
+    sim.start_busy()
+    sim.read(tx=BUSY_TX, rx=92, handshake=True)
+    sim.read(after=CONFIRM_AFTER, tx=500)
+    doc = {"stalled_peers": watch.as_list() + ["junk"]}  # as the daemon's status.json has it
+    peers = cli.stalled_peers(doc)
+    assert [(p["interface"], p["ifindex"], p["public_key"]) for p in peers] == [("wg0", 7, KEY)]
+    line = cli._stalled_line(peers[0])
+    assert "wg0 (ifindex 7)" in line and KEY in line and "CVE-2026-52945" in line
+    assert cli.stalled_peers(None) == [] and cli.stalled_peers({}) == []

@@ -174,6 +174,8 @@ class Detector:
 
     def __init__(self) -> None:
         self._peers: dict[tuple[int, str], _Peer] = {}
+        self._links: dict[int, set[tuple[int, str]]] = {}  # ifindex -> its peers' keys
+        self._suspects: set[tuple[int, str]] = set()  # suspicions not yet confirmed
 
     def observe(self, samples: Iterable[PeerSample], ifindexes: Iterable[int],
                 now: float, wall: float) -> list[Change]:
@@ -192,16 +194,18 @@ class Detector:
             change = self._one(s, now, wall)
             if change:
                 changes.append(change)
-        for key in [k for k in self._peers if k[0] in read and k not in seen]:
-            changes += self._drop(key, "peer removed")
+        for ifindex in read:
+            for key in self._links.get(ifindex, set()) - seen:
+                changes += self._drop(key, "peer removed")
         return changes
 
     def retain(self, ifindexes: Iterable[int], reason: str = "link no longer watched") -> list[Change]:
         """Forget every peer of links not in ``ifindexes`` (gone, or no longer threaded)."""
         keep = set(ifindexes)
         changes: list[Change] = []
-        for key in [k for k in self._peers if k[0] not in keep]:
-            changes += self._drop(key, reason)
+        for ifindex in [i for i in self._links if i not in keep]:
+            for key in list(self._links[ifindex]):
+                changes += self._drop(key, reason)
         return changes
 
     def stalled(self) -> list[tuple[str, int, str, Figures, float]]:
@@ -212,18 +216,27 @@ class Detector:
 
     def confirm_due(self) -> float | None:
         """Monotonic time at which a running suspicion can be confirmed, or None."""
-        due = [p.raised + CONFIRM_AFTER for p in self._peers.values()
-               if p.since is not None and not p.stalled]
+        due = [self._peers[k].raised + CONFIRM_AFTER for k in self._suspects]
         return min(due) if due else None
 
     def suspects(self) -> set[int]:
         """ifindexes of links with a suspicion waiting for its confirming read."""
-        return {k[0] for k, p in self._peers.items() if p.since is not None and not p.stalled}
+        return {k[0] for k in self._suspects}
 
     # -- one peer -----------------------------------------------------------------
 
+    def _add(self, s: PeerSample, now: float) -> None:
+        self._peers[s.key] = _Peer(s.ifname, s.tx_bytes, s.rx_bytes, s.last_handshake, now)
+        self._links.setdefault(s.ifindex, set()).add(s.key)
+
     def _drop(self, key: tuple[int, str], reason: str) -> list[Change]:
         p = self._peers.pop(key)
+        self._suspects.discard(key)
+        peers = self._links.get(key[0])
+        if peers is not None:
+            peers.discard(key)
+            if not peers:
+                del self._links[key[0]]
         if not p.stalled:
             return []
         return [Change("forgotten", p.ifname, key[0], key[1], p.figures, reason)]
@@ -231,14 +244,14 @@ class Detector:
     def _one(self, s: PeerSample, now: float, wall: float) -> Change | None:
         p = self._peers.get(s.key)
         if p is None:
-            self._peers[s.key] = _Peer(s.ifname, s.tx_bytes, s.rx_bytes, s.last_handshake, now)
+            self._add(s, now)
             return None  # the first read is a baseline: no window yet
         change = None
         p.ifname = s.ifname
         if s.tx_bytes < p.tx or s.rx_bytes < p.rx or s.last_handshake < p.handshake:
             # Counters went back: the peer was removed and added again between reads.
             change = self._drop(s.key, "counters reset (peer re-added)")
-            self._peers[s.key] = _Peer(s.ifname, s.tx_bytes, s.rx_bytes, s.last_handshake, now)
+            self._add(s, now)
             return change[0] if change else None
         seconds = now - p.at
         dtx, drx = s.tx_bytes - p.tx, s.rx_bytes - p.rx
@@ -272,6 +285,10 @@ class Detector:
                     p.figures = Figures(now - p.since, p.run_tx, p.run_rx, age)
                     change = Change("stalled", p.ifname, s.ifindex, s.public_key, p.figures)
         p.tx, p.rx, p.handshake, p.at = s.tx_bytes, s.rx_bytes, s.last_handshake, now
+        if p.since is not None and not p.stalled:
+            self._suspects.add(s.key)
+        else:
+            self._suspects.discard(s.key)
         return change
 
 

@@ -9,7 +9,7 @@ it: 20 peers a message, each with public and preshared key, IPv4 endpoint,
 last handshake, keepalive interval, rx/tx bytes, protocol version and one
 allowed IP), taking the samples out of it, and judging them with the
 detector: the CPU of one window, and that as % of one core at the default
-window (30 s). Not measured here: the kernel building the reply and the
+window (30 s); and the same for 1,000 links of one peer each. Not measured here: the kernel building the reply and the
 socket round trip (the kernel tier's s11 times the real query inside the
 qemu guest, under TCG).
 
@@ -42,14 +42,14 @@ def vmrss_kib() -> int:
     return 0
 
 
-def build_reply(peers: int, ifindex: int, round_: int) -> list[bytes]:
+def build_reply(peers: int, ifindex: int, round_: int, base: int = 0) -> list[bytes]:
     """The reply messages (bytes, netlink header included) for one read."""
     from pyroute2.netlink.generic.wireguard import wgmsg
 
     out = []
-    for first in range(0, peers, PER_MESSAGE):
+    for first in range(base, base + peers, PER_MESSAGE):
         batch = []
-        for i in range(first, min(peers, first + PER_MESSAGE)):
+        for i in range(first, min(base + peers, first + PER_MESSAGE)):
             key = base64.b64encode(i.to_bytes(4, "big") * 8).decode()
             batch.append({"attrs": [
                 ["WGPEER_A_PUBLIC_KEY", {"value": key}],
@@ -111,6 +111,22 @@ def main(argv: list[str]) -> int:
             judge_s.append(t2 - t1)
     rss2 = vmrss_kib()
     per_window = statistics.median(d + j for d, j in zip(decode_s, judge_s))
+
+    # The same peers on 1,000 links of one peer each (a node with a tunnel per
+    # peer): one query and one detector call per link.
+    links = [[build_reply(1, 100 + i, r, base=i)[0] for i in range(peers)] for r in range(4)]
+    det = Detector()
+    per_link_window = []
+    for r, reply in enumerate(links):
+        t0 = time.process_time()
+        for i, data in enumerate(reply):
+            msg = wgmsg(data)
+            msg.decode()
+            samples = samples_from_messages([msg], "wg", 100 + i)
+            det.observe(samples, [100 + i], 1000.0 + r * WINDOW, 1_700_000_000 + r * WINDOW)
+        if r:
+            per_link_window.append(time.process_time() - t0)
+    out["links_window_cpu_ms"] = round(statistics.median(per_link_window) * 1e3, 2)
     out.update(
         decode_ms=round(statistics.median(decode_s) * 1e3, 2),
         judge_ms=round(statistics.median(judge_s) * 1e3, 2),

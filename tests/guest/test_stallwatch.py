@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -47,8 +48,8 @@ HANDSHAKE_INITIATION, HANDSHAKE_RESPONSE, KEEPALIVE = 148, 92, 32
 # plaintext + 32, a multiple of 16 (wgnapid/stallwatch.py).
 STALL_WINDOW = 13  # seconds: short, and over the 12 s of the confirming read (so the reads
 # after a drop are: the window it fell in, the next whole one, the confirming read)
-TCG_SLACK = 10.0
-TRAFFIC_S = 230  # the pings and the UDP sender of s12 stop by themselves after this  # timers and reads run late under TCG on a loaded machine
+TCG_SLACK = 10.0  # timers run late under TCG on a loaded machine
+TRAFFIC_S = 800  # s12's pings stop by themselves after this (the test ends them sooner)
 
 
 _SBIN_PATH = os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
@@ -56,6 +57,20 @@ NFT = shutil.which("nft", path=_SBIN_PATH) or "nft"
 # iputils ping where installed, else busybox's (busybox-static is in ./dev's APT_KERNEL)
 PING = ([p] if (p := shutil.which("ping", path=_SBIN_PATH)) else
         [b, "ping"] if (b := shutil.which("busybox", path=_SBIN_PATH)) else ["ping"])
+
+
+# s12 waits for windows of the daemon (several reads of 13 s each, plus start-up),
+# so it gets a longer budget than conftest's per-scenario alarm; the waits
+# inside have their own deadlines. Under TCG on a loaded host a daemon start or
+# a CLI call has taken minutes, so those deadlines are raised here too.
+SLOW_BUDGET_S = 900
+
+
+def allow_slow(monkeypatch) -> None:
+    if guestlib.IN_GUEST:
+        signal.alarm(SLOW_BUDGET_S)
+    monkeypatch.setattr(guestlib, "DAEMON_READY_TIMEOUT", max(guestlib.DAEMON_READY_TIMEOUT, 400))
+    monkeypatch.setattr(guestlib, "CLI_TIMEOUT", max(guestlib.CLI_TIMEOUT, 400))
 
 
 def run(*argv: str, input: str | None = None, check: bool = True):
@@ -205,9 +220,10 @@ def handshake_bytes(rx: int) -> bool:
                for a in range(rx // HANDSHAKE_INITIATION + 1))
 
 
-def test_s11_stall_signals(topo, record_property):
+def test_s11_stall_signals(topo, record_property, monkeypatch):
     """What the counters show, on this kernel: handshake sizes as counted, the
     keepalive answer, and rx counting only handshakes while data is dropped."""
+    allow_slow(monkeypatch)
     t = Tunnel(topo, 0, f"sg{TOKEN}")
     assert (t.here().rx, t.here().tx) == (0, 0)
 
@@ -271,6 +287,7 @@ def cli_together(daemon, *commands: tuple[str, ...]) -> list[tuple[int, str, str
                                "--log-target", "journal", *args],
                               env=daemon.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for args in commands]
+    # guestlib.CLI_TIMEOUT is read here, at call time (allow_slow raises it)
     out = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=guestlib.CLI_TIMEOUT)
@@ -282,10 +299,11 @@ def cli_together(daemon, *commands: tuple[str, ...]) -> list[tuple[int, str, str
                     reason="the daemon scenario runs on the 6.12 kernel (issue 14; keeps the "
                            "6.1 boot short); s11 and s13 check the signals and the query here")
 def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy,
-                                                     record_property):
+                                                     record_property, monkeypatch):
     """The daemon flags exactly the tunnel whose data is dropped, within two
     windows plus the confirming read; the controls are never flagged; the
     drop's removal brings one recovery notice."""
+    allow_slow(monkeypatch)
     from wgnapid.log import MESSAGE_IDS
     from wgnapid.stallwatch import CONFIRM_AFTER
 
@@ -305,7 +323,7 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     topo.spawn(["ip", "netns", "exec", NS, *PING, "-q", "-i", "0.2", "-w", str(TRAFFIC_S),
                 oneway.addr_root])
     wait_until("traffic on every active tunnel",
-               lambda: all(t.here().rx > 1000 for t in (stall, busy, oneway)), 60)
+               lambda: all(t.here().rx > 1000 for t in (stall, busy, oneway)), 120)
     daemon = daemons.get(stall_policy)
     for t in (stall, busy, idle, oneway):
         assert threaded(t.name) == "1", f"{t.name} not threaded at READY=1"
@@ -323,15 +341,14 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     reads = status().get("stall_reads", 0)
     wait_until("two stall reads with traffic",
                lambda: status().get("stall_reads", 0) >= reads + 2 and not flagged(),
-               2 * STALL_WINDOW + TCG_SLACK + 30)
+               300)  # a deadline only: reads are counted, not timed
     assert status()["stall_window"] == STALL_WINDOW
 
     since_us = int(time.time() * 1e6)
     reads_before = status()["stall_reads"]
     stall.drop_data()
     dropped = time.monotonic()
-    wait_until(f"{stall.name} flagged", lambda: stall.name in flagged(),
-               3 * STALL_WINDOW + CONFIRM_AFTER + 60, interval=0.25)
+    wait_until(f"{stall.name} flagged", lambda: stall.name in flagged(), 300, interval=0.25)
     latency = time.monotonic() - dropped
     reads = status()["stall_reads"] - reads_before
     record_property("drop_to_flagged_s", round(latency, 1))
@@ -376,8 +393,7 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     stall.pass_data()
     passed = time.monotonic()
     reads_before = status()["stall_reads"]
-    wait_until(f"{stall.name} recovered", lambda: not flagged(),
-               2 * STALL_WINDOW + CONFIRM_AFTER + 60, interval=0.25)
+    wait_until(f"{stall.name} recovered", lambda: not flagged(), 300, interval=0.25)
     reads = status()["stall_reads"] - reads_before
     record_property("pass_to_recovered_s", round(time.monotonic() - passed, 1))
     record_property("pass_to_recovered_reads", reads)
@@ -397,7 +413,7 @@ def test_s12_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     assert stopped.returncode == 0
 
 
-def test_s13_stall_read_of_1000_peers(guest_ready, record_property):
+def test_s13_stall_read_of_1000_peers(guest_ready, record_property, monkeypatch):
     """The real genl query the stall watch makes, on a link with 1,000 peers:
     every peer comes back once with its counters (the reply spans many
     messages), and how long one read (query, decode, judge) takes here (TCG: 10-20x slower than a
@@ -405,6 +421,7 @@ def test_s13_stall_read_of_1000_peers(guest_ready, record_property):
     import base64
     import resource
 
+    allow_slow(monkeypatch)
     from wgnapid.stallwatch import Detector, WireGuardReader
 
     name = f"kc{TOKEN}"

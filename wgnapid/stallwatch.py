@@ -39,6 +39,7 @@ ties them to the daemon: one `poll()` per due time, and `stalled()` for
 from __future__ import annotations
 
 import syslog
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ CONFIRM_AFTER = KEEPALIVE_TIMEOUT + 2.0
 # Longest the daemon's loop reads peers in one turn (seconds) before it looks
 # at link events again; the read goes on at the next turn.
 SLICE = 0.005
+IMPORT_POLL = 0.2  # seconds between looks at the pyroute2 import thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,20 +328,51 @@ def samples_from_messages(messages, ifname: str, ifindex: int) -> list[PeerSampl
 class WireGuardReader:
     """WG_CMD_GET_DEVICE through pyroute2's WireGuard class, one socket kept open.
 
-    `read(ifname, ifindex)` returns the link's peers, or raises OSError (link
-    gone, not WireGuard, no wireguard family) or LookupError (the name now
-    belongs to another link). The socket is re-opened after an error.
+    `ready()` imports pyroute2 on a thread of its own (0.3-0.5 s on a host,
+    10 s and more under TCG; the daemon imports it only when a WireGuard link
+    is watched) and says whether it is done, so the daemon's loop keeps
+    handling link events meanwhile. `read(ifname, ifindex)` returns the
+    link's peers, or raises OSError (link gone, not WireGuard, no wireguard
+    family, pyroute2 missing) or LookupError (the name now belongs to another
+    link). The socket is re-opened after an error.
     """
 
     def __init__(self) -> None:
         self._wg = None
+        self._cls = None
+        self._importer: threading.Thread | None = None
+        self._import_error: Exception | None = None
+
+    def ready(self) -> bool:
+        if self._cls is not None or self._import_error is not None:
+            return True
+        if self._importer is None:
+            self._importer = threading.Thread(target=self._import, name="wgnapid-import",
+                                              daemon=True)
+            self._importer.start()
+        if self._importer.is_alive():
+            return False
+        self._importer.join()
+        return True
+
+    def _import(self) -> None:
+        try:
+            from pyroute2 import WireGuard
+
+            self._cls = WireGuard
+        except Exception as exc:  # reported by read(), per link, once
+            self._import_error = exc
 
     def read(self, ifname: str, ifindex: int) -> list[PeerSample]:
         if self._wg is None:
-            from pyroute2 import WireGuard
-
-            self._wg = WireGuard()
+            if not self.ready():
+                self._importer.join()  # a direct caller (tests, bench) waits
+            if self._cls is None:
+                raise OSError(0, f"pyroute2's WireGuard class cannot be imported: "
+                                 f"{self._import_error}")
         try:
+            if self._wg is None:
+                self._wg = self._cls()  # raises when there is no wireguard genl family
             return samples_from_messages(self._wg.info(ifname), ifname, ifindex)
         except LookupError:
             raise
@@ -416,8 +449,13 @@ class StallWatch:
             due = self.due(now)
             if not self.window or now < (self.next_due if due is None else due):
                 return False
-            changes += self._start([(st.name, st.ifindex) for st in states
-                                    if st.kind == "wireguard" and st.current == 1], now)
+            links = [(st.name, st.ifindex) for st in states
+                     if st.kind == "wireguard" and st.current == 1]
+            if links and not getattr(self.reader, "ready", lambda: True)():
+                # pyroute2 is being imported on its own thread: look again soon.
+                self.next_due = now + IMPORT_POLL
+                return False
+            changes += self._start(links, now)
         changes += self._drain(budget)
         self._log(changes)
         finished = not self._queue

@@ -423,3 +423,36 @@ def test_cli_reads_stalled_peers_from_the_daemon_document():
     line = cli._stalled_line(peers[0])
     assert "wg0 (ifindex 7)" in line and KEY in line and "CVE-2026-52945" in line
     assert cli.stalled_peers(None) == [] and cli.stalled_peers({}) == []
+
+
+def test_first_read_waits_for_the_import_without_blocking():
+    from wgnapid.reconciler import LinkState
+
+    class SlowImport(FakeReader):
+        def __init__(self):
+            super().__init__()
+            self.imported = False
+
+        def ready(self):
+            return self.imported
+
+    reader = SlowImport()
+    watch = StallWatch(RecordingLog(), W, reader)
+    wg = [LinkState(7, "wg0", "wireguard", current=1)]
+    assert watch.run_due(wg, 1000.0) is False and reader.calls == []  # importing: no read
+    assert watch.due(1000.0) == pytest.approx(1000.2)  # looks again soon
+    reader.imported = True
+    assert watch.run_due(wg, 1000.2) is True and reader.calls == [7]
+
+
+def test_real_reader_imports_on_a_thread():
+    from wgnapid.stallwatch import WireGuardReader
+
+    reader = WireGuardReader()
+    import time as _time
+    deadline = _time.monotonic() + 60
+    while not reader.ready():
+        assert _time.monotonic() < deadline
+        _time.sleep(0.01)
+    assert reader._cls is not None and reader._cls.__name__ == "WireGuard"
+

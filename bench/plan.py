@@ -89,6 +89,8 @@ def build(quick: bool) -> list[Item]:
     add("parse", "wgnapid", {"type": "parse"})
     # what the identity proof costs per sysfs access (cited by docs/DESIGN.md)
     add("identity", "wgnapid", {"type": "identity", "n": 200}, 1 if q else 3)
+    # the stall watch's cost per window, 1,000 WireGuard peers (bench/stallcost.py)
+    add("stallcost", "wgnapid", {"type": "stallcost", "peers": 1000})
 
     # 4. idle
     add("idle", "wgnapid", {"type": "idle", "window_s": 10 if q else 60})

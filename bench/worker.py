@@ -244,6 +244,28 @@ class Run:
                            text=True, cwd=self.workdir, env=dict(os.environ, PYTHONPATH=pypath))
         self.out["identity"] = json.loads(r.stdout) if r.returncode == 0 else {"error": r.stderr[-2000:]}
 
+    def stallcost(self) -> None:
+        """The stall watch's decode + judge cost per window for 1,000 peers, and
+        its RSS, under each virtualenv (bench/stallcost.py; no WireGuard here)."""
+        import subprocess
+
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        pythons = [sys.executable]
+        other = os.path.join(repo, ".venv-debian13", "bin", "python")
+        if os.path.exists(other) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.dirname(os.path.dirname(other))):
+            pythons.append(other)
+        self.out["stallcost"] = []
+        for py in pythons:
+            pypath = os.pathsep.join(p for p in (self.spec.get("snapshot"), repo) if p)
+            r = subprocess.run([py, "-m", "bench.stallcost", str(self.spec.get("peers", 1000))],
+                               capture_output=True, text=True, cwd=self.workdir,
+                               env=dict(os.environ, PYTHONPATH=pypath))
+            if r.returncode == 0:
+                venv = os.path.basename(sys.prefix if py == sys.executable else os.path.dirname(os.path.dirname(py)))
+                self.out["stallcost"].append(dict(json.loads(r.stdout), venv=venv))
+            else:
+                self.out.setdefault("stallcost_errors", []).append(r.stderr[-2000:])
+
     def idle(self) -> None:
         time.sleep(self.spec.get("settle_s", 2.0))
         status0 = self.subject.status()
@@ -304,13 +326,13 @@ class Run:
 
     def run(self) -> dict:
         kind = self.spec["type"]
-        if kind not in ("ready", "parse", "identity"):
+        if kind not in ("ready", "parse", "identity", "stallcost"):
             self.out["start_s"] = self.subject.start()
             time.sleep(self.spec.get("warmup_s", 0.5))
             self.out["start_sample"] = self.sample()
         try:
             getattr(self, kind)()
-            if kind not in ("ready", "parse", "identity"):
+            if kind not in ("ready", "parse", "identity", "stallcost"):
                 self.out["end_sample"] = self.sample()
                 self.out["status"] = self.subject.status()
         finally:

@@ -232,6 +232,14 @@ def _read_results(path: Path) -> dict[str, dict]:
         elif rec["outcome"] == "skipped" and res["outcome"] == "passed":
             res["outcome"] = "skipped"
             res["skip_reason"] = rec.get("longrepr", "")
+    for res in results.values():
+        # A passed set-up with no call report: the guest was killed or died
+        # during the scenario. That is no pass.
+        if res["outcome"] == "passed" and not any(r["when"] == "call" for r in res["reports"]):
+            res["outcome"] = "failed"
+            res["reports"].append({"when": "call", "outcome": "failed", "sections": [],
+                                   "longrepr": "the guest reported no result for this "
+                                               "scenario's test itself (killed or died during it)"})
     return results
 
 

@@ -311,7 +311,20 @@ def status_document(policy: config.Policy) -> dict:
         },
         "links": links,
         "summary": summary,
+        "stalled_peers": stalled_peers(daemon),
     }
+
+
+def stalled_peers(daemon: dict | None) -> list[dict]:
+    """The running daemon's stalled WireGuard peers (wgnapid.stallwatch), [] without one."""
+    peers = (daemon or {}).get("stalled_peers") or []
+    return [p for p in peers if isinstance(p, dict)]
+
+
+def _stalled_line(p: dict) -> str:
+    return (f"{p.get('interface')} (ifindex {p.get('ifindex')}) peer {p.get('public_key')}: "
+            f"receive side stalled (CVE-2026-52945): {p.get('tx_bytes')} bytes sent, "
+            f"{p.get('rx_bytes')} bytes of handshakes received in {p.get('seconds')} s")
 
 
 def _kernel_doc(guard: str | None, verdict: kernel.Verdict, native: bool | None) -> dict:
@@ -393,6 +406,8 @@ def cmd_status(args, policy: config.Policy) -> int:
         print(f"{_netns_text(row):<28} {line}" if every else line)
         print_threads(row)
     print(", ".join(f"{n} {s}" for s, n in sorted(doc["summary"].items())))
+    for p in doc["stalled_peers"]:
+        print(f"STALLED: {_stalled_line(p)}")
     if any(row["napi_threads"] is None for row in doc["links"]):
         print("NAPI ?: kernel threads are not visible here (a PID namespace of its own)")
     return EXIT_OK
@@ -489,6 +504,9 @@ def cmd_doctor(args) -> int:
         # A socket file nobody answers: journald crashed or was stopped (no
         # socket file at all is a host without journald, and not a fault).
         problems.append(f"journald is not reachable ({journald_problem}): logs go to stderr")
+    stalled = stalled_peers(_daemon_status(netns) if netns is not None else None)
+    for p in stalled:
+        problems.append(f"{_stalled_line(p)}; see README, 'A stalled peer'")
     guard = policy.daemon.kernel_guard if policy else None
     doc = {
         "version": __version__,
@@ -506,6 +524,7 @@ def cmd_doctor(args) -> int:
         "namespaces": policy.daemon.namespaces if policy else None,
         "namespaces_seen": namespaces,  # how many namespaces' links were read
         "links": doc_links,
+        "stalled_peers": stalled,
         "problems": problems,
         "ok": not problems,
     }

@@ -26,6 +26,7 @@ resync_interval = 30
 pending_max_delay = 2
 log_level = "info"
 kernel_guard = "strict"
+stall_window = 30
 
 [[rules]]
 name = "wireguard"
@@ -52,6 +53,16 @@ class _Strict(BaseModel):
 class DaemonConfig(_Strict):
     """How the daemon runs: where events come from, how often it re-reads, what it logs.
     Later files (conf.d snippets) override single keys."""
+
+    stall_window: float = Field(
+        default=30, ge=0, le=86400,
+        description=(
+            "Seconds between reads of the peer counters of threaded WireGuard links, to "
+            "notice a peer whose receive side has stopped (CVE-2026-52945): one warning per "
+            "stalled peer, one notice when it recovers, stalled peers in `wgnapid status` and "
+            "`wgnapid doctor`. A suspicion is confirmed by one more read 12 s later, so a "
+            "stall shows within two windows + 12 s. Default 30; 0 turns the watch off."),
+    )
 
     namespaces: Literal["self", "all"] = Field(
         default="self",

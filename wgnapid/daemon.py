@@ -17,6 +17,7 @@ from wgnapid.netns import NetNamespace
 from wgnapid.policywatch import PolicyWatch
 from wgnapid.reconciler import Reconciler, shared_writers, summary_text
 from wgnapid.spaces import Space, Spaces, raise_nofile
+from wgnapid.stallwatch import StallWatch
 from wgnapid.summary import pass_summary
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
@@ -121,6 +122,8 @@ class Daemon:
         self.ns = NetNamespace.current()
         self.netns = self.ns.id.ino
         self.writers = shared_writers()
+        # The stall watch reads the WireGuard links of the daemon's own namespace.
+        self.stall = StallWatch(log, policy.daemon.stall_window)
         self.sel = selectors.DefaultSelector()
         if policy.daemon.namespaces == "all":
             raise_nofile()
@@ -299,6 +302,7 @@ class Daemon:
         self.policy = policy
         self.spaces.set_policy(policy)
         self.log.set_level(policy.daemon.log_level)
+        self.stall.set_window(policy.daemon.stall_window, time.monotonic())
         if policy.daemon.source != old_source:
             for space in self.spaces:
                 self.spaces.open_source(space)
@@ -348,6 +352,9 @@ class Daemon:
             "reload": {"generation": self._reloads, "ok": self._reload_ok, "error": self._reload_error},
             "summary": self.spaces.summary(),
             "links": [self._link_doc(st) for s in spaces for st in s.rec.links.values()],
+            "stall_window": self.stall.window,
+            "stall_reads": self.stall.reads,
+            "stalled_peers": self.stall.as_list(),
         }
 
     def _link_doc(self, st) -> dict:
@@ -436,6 +443,8 @@ class Daemon:
         for extra in (self.steer, self.metrics):
             if extra is not None and (due := extra.next_due()) is not None:
                 deadlines.append(due)
+        if (stall := self.stall.due(now)) is not None:
+            deadlines.append(stall)
         return max(0.0, min(deadlines) - now)
 
     def run(self, early: list[int] | None = None) -> int:
@@ -516,6 +525,8 @@ class Daemon:
                         self._reload_policy()
                     else:
                         self.resync("periodic")
+                if self.stall.run_due(self.rec.links.values(), now):
+                    self._published = -1  # a peer's stall state is news
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")
                     self._next_watchdog = now + self._watchdog
@@ -528,6 +539,7 @@ class Daemon:
                 self.steer.close()
             self.spaces.close()
             self.writers.close()
+            self.stall.close()
             self.log.info("stopping", f"wgnapid stopping ({self._stop or 'error'})")
             self._remove_status()
             for space in self.spaces:

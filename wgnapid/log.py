@@ -94,6 +94,11 @@ MESSAGE_IDS = {
     "netns-released": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7731",
     "netns-renamed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7732",
     "netns-failed": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7733",
+    # stall watch (per WireGuard peer)
+    "peer-stalled": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7760",
+    "peer-stall-recovered": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7761",
+    "peer-stall-forgotten": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7762",
+    "peer-stall-unread": "6b3fd9a2c6a44a3c9a3f2d8e5a1c7763",
 }
 
 LEVELS = {

@@ -117,6 +117,9 @@ def test_status_json_without_and_with_daemon(netns, daemon_factory, tmp_path):
     assert set(stats["writes_by_kind"]) == {"veth"} and stats["writes_by_kind"]["veth"] >= 2, stats
     assert sum(stats["writes_by_kind"].values()) == stats["writes"], stats
     assert {"native", "creation_default", "native_handling"} <= set(doc["kernel"])
+    # The stall watch runs (no WireGuard here: nothing to flag; s12 of the kernel tier flags).
+    assert doc["stalled_peers"] == []
+    assert d.status_file()["stall_window"] == 30 and d.status_file()["stalled_peers"] == []
 
     # The plain text form names the same states, and native with the guard's verdict.
     text = d.cli("status", check=True).stdout

@@ -1,0 +1,549 @@
+"""Stall watch: notice a WireGuard peer whose receive side has stopped (CVE-2026-52945).
+
+On affected kernels, threaded NAPI can stop one WireGuard peer's receive side
+for good: its NAPI poll never runs again, its rx queue fills (1024 packets) and
+every further data packet is freed without touching any counter, while the
+handshake worker keeps completing handshakes (KERNEL-FACTS.md, "The patch
+wgnapid reproduces"; docs/DESIGN.md, "Stall watch"). Handshake-age and ping
+watchdogs see nothing wrong. What the peer's counters show (WireGuard source,
+drivers/net/wireguard/receive.c; seen on 6.1 and 6.12, docs/DESIGN.md):
+
+- ``rx_bytes`` grows by exactly 148 for a handshake initiation and 92 for a
+  handshake response, counted by the handshake worker (``update_rx_stats(peer,
+  skb->len)`` in ``wg_receive_handshake_packet``, UDP header already pulled);
+  cookie replies are not counted.
+- Data and keepalive packets are counted only inside the NAPI poll
+  (``wg_packet_rx_poll`` -> ``wg_packet_consume_data_done``) as
+  ``message_data_len(plain)`` = padded plaintext + 32: a keepalive adds 32,
+  every data packet a multiple of 16, at least 48.
+- A peer that received data and has nothing to send answers with a keepalive
+  after KEEPALIVE_TIMEOUT (10 s); a sender that hears nothing authenticated for
+  KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (15 s, plus jitter) starts a new handshake,
+  so a stalled peer we are sending to keeps completing handshakes.
+
+So a peer is **stalled** when a read shows we sent it data while its rx grew
+by handshake messages only, and a read at least CONFIRM_AFTER seconds later
+(time enough for a keepalive answer) shows the same: its rx grew by nothing but whole handshake messages, at least one
+handshake message arrived or completed in that time (the peer is alive: a
+peer that is gone sends nothing, not even handshakes), and its last handshake
+is current (within REJECT_AFTER_TIME). Not stalled: an idle peer, a peer we
+only receive from, a peer we only send keepalives or handshakes to, a peer
+that stopped answering entirely.
+
+`Detector` is pure (samples in, changes out); `WireGuardReader` reads samples
+through WireGuard's generic netlink (pyroute2's WireGuard class); `StallWatch`
+ties them to the daemon: one `poll()` per due time, and `stalled()` for
+`status`, `doctor` and metrics.
+"""
+
+from __future__ import annotations
+
+import syslog
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# WireGuard's message sizes as rx_bytes counts them (bytes); see the module docstring.
+HANDSHAKE_INITIATION = 148
+HANDSHAKE_RESPONSE = 92
+KEEPALIVE = 32
+# WireGuard's timers (drivers/net/wireguard/messages.h), seconds.
+REKEY_TIMEOUT = 5  # at most one handshake initiation per peer and direction per 5 s
+KEEPALIVE_TIMEOUT = 10  # a live peer answers data it received within this
+REJECT_AFTER_TIME = 180  # keys older than this are unusable: handshake no longer current
+# A suspicion is confirmed by a read this long after it began: any data we sent
+# before it began must have been answered by then (KEEPALIVE_TIMEOUT + slack).
+CONFIRM_AFTER = KEEPALIVE_TIMEOUT + 2.0
+# Longest the daemon's loop reads peers in one turn (seconds) before it looks
+# at link events again; the read goes on at the next turn.
+SLICE = 0.005
+IMPORT_POLL = 0.2  # seconds between looks at the pyroute2 import thread
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSample:
+    """One peer's counters as WG_CMD_GET_DEVICE reports them.
+
+    ``rx_bytes``/``tx_bytes``: the peer's WGPEER_A_RX_BYTES/TX_BYTES (bytes,
+    since the peer was added). ``last_handshake``: WGPEER_A_LAST_HANDSHAKE_TIME
+    in seconds since the epoch (wall clock), 0.0 when there was none.
+    ``keepalive_interval``: WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL (s, 0 = off).
+    """
+
+    ifname: str
+    ifindex: int
+    public_key: str  # base64, as `wg show` prints it
+    rx_bytes: int
+    tx_bytes: int
+    last_handshake: float
+    keepalive_interval: int = 0
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.ifindex, self.public_key
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What a suspicion rests on, from its start to the read that decided it."""
+
+    seconds: float  # from the first read of the suspicion to this one
+    tx_bytes: int  # sent to the peer meanwhile
+    rx_bytes: int  # received from it meanwhile (handshake messages only while stalled)
+    handshake_age: float | None  # seconds since the last handshake at this read; None: never
+
+    def as_dict(self) -> dict:
+        return {
+            "seconds": round(self.seconds, 1),
+            "tx_bytes": self.tx_bytes,
+            "rx_bytes": self.rx_bytes,
+            "handshake_age_s": None if self.handshake_age is None else round(self.handshake_age, 1),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A peer's stall state changed: ``kind`` is "stalled", "recovered" or
+    "forgotten" (no longer judged: peer or link gone, counters reset,
+    handshakes stale)."""
+
+    kind: str
+    ifname: str
+    ifindex: int
+    public_key: str
+    figures: Figures
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _Peer:
+    ifname: str
+    tx: int
+    rx: int
+    handshake: float
+    at: float  # monotonic time of the last read
+    # the suspicion (None: none running)
+    since: float | None = None  # start of the first suspect window
+    raised: float = 0.0  # the read that raised it; confirmed CONFIRM_AFTER later
+    run_tx: int = 0
+    run_rx: int = 0
+    handshake_at_start: float = 0.0
+    stalled: bool = False
+    figures: Figures | None = None
+    stalled_wall: float = 0.0
+
+
+def handshake_only(rx_delta: int, seconds: float) -> bool:
+    """True when ``rx_delta`` bytes are exactly some handshake initiations (148)
+    and responses (92), no more of each than WireGuard's rate limit allows in
+    ``seconds`` (one per REKEY_TIMEOUT, plus one). Data and keepalives make any
+    other figure, except in rare sums (e.g. 4 keepalives + 1 initiation =
+    3 responses), which the confirmation read rules out."""
+    if rx_delta == 0:
+        return True
+    most = int(seconds / REKEY_TIMEOUT) + 2
+    if rx_delta < 0 or rx_delta > most * (HANDSHAKE_INITIATION + HANDSHAKE_RESPONSE):
+        return False
+    for initiations in range(min(most, rx_delta // HANDSHAKE_INITIATION) + 1):
+        rest = rx_delta - initiations * HANDSHAKE_INITIATION
+        if rest % HANDSHAKE_RESPONSE == 0 and rest // HANDSHAKE_RESPONSE <= most:
+            return True
+    return False
+
+
+def sent_data(tx_delta: int, seconds: float, keepalive_interval: int) -> bool:
+    """True when ``tx_delta`` bytes are more than our handshake messages and
+    keepalives can make in ``seconds`` (one handshake each way per
+    REKEY_TIMEOUT, a keepalive per KEEPALIVE_TIMEOUT, per persistent-keepalive
+    interval and after each handshake): only then must a live peer answer.
+    A very slow sender (below ~70 B/s at a 30 s window) is not judged."""
+    handshakes = int(seconds / REKEY_TIMEOUT) + 2
+    keepalives = int(seconds / KEEPALIVE_TIMEOUT) + 1 + handshakes
+    if keepalive_interval > 0:
+        keepalives += int(seconds / keepalive_interval) + 1
+    allowance = handshakes * (HANDSHAKE_INITIATION + HANDSHAKE_RESPONSE) + keepalives * KEEPALIVE
+    return tx_delta > allowance
+
+
+class Detector:
+    """Stall detector over counter samples; pure (no I/O, times passed in).
+
+    Feed it every read with `observe`; it returns the state changes. Peers are
+    keyed by (ifindex, public key): a link re-created under the same name is a
+    new link (identity-safe), a peer re-added has its counters reset.
+    """
+
+    def __init__(self) -> None:
+        self._peers: dict[tuple[int, str], _Peer] = {}
+        self._links: dict[int, set[tuple[int, str]]] = {}  # ifindex -> its peers' keys
+        self._suspects: set[tuple[int, str]] = set()  # suspicions not yet confirmed
+
+    def observe(self, samples: Iterable[PeerSample], ifindexes: Iterable[int],
+                now: float, wall: float) -> list[Change]:
+        """Judge one read of the links ``ifindexes`` (each read whole).
+
+        ``samples``: every peer of those links now; peers of those links that
+        are missing were removed. ``now``: monotonic seconds of the read;
+        ``wall``: time.time() of the read (handshake times are wall-clock).
+        Returns the changes, at most one per peer.
+        """
+        read = set(ifindexes)
+        changes: list[Change] = []
+        seen: set[tuple[int, str]] = set()
+        for s in samples:
+            seen.add(s.key)
+            change = self._one(s, now, wall)
+            if change:
+                changes.append(change)
+        for ifindex in read:
+            for key in self._links.get(ifindex, set()) - seen:
+                changes += self._drop(key, "peer removed")
+        return changes
+
+    def retain(self, ifindexes: Iterable[int], reason: str = "link no longer watched") -> list[Change]:
+        """Forget every peer of links not in ``ifindexes`` (gone, or no longer threaded)."""
+        keep = set(ifindexes)
+        changes: list[Change] = []
+        for ifindex in [i for i in self._links if i not in keep]:
+            for key in list(self._links[ifindex]):
+                changes += self._drop(key, reason)
+        return changes
+
+    def stalled(self) -> list[tuple[str, int, str, Figures, float]]:
+        """Peers judged stalled now: (ifname, ifindex, public key, figures, since
+        as wall-clock seconds), sorted by ifindex and key."""
+        return [(p.ifname, key[0], key[1], p.figures, p.stalled_wall)
+                for key, p in sorted(self._peers.items()) if p.stalled]
+
+    def confirm_due(self) -> float | None:
+        """Monotonic time at which a running suspicion can be confirmed, or None."""
+        due = [self._peers[k].raised + CONFIRM_AFTER for k in self._suspects]
+        return min(due) if due else None
+
+    def suspects(self) -> set[int]:
+        """ifindexes of links with a suspicion waiting for its confirming read."""
+        return {k[0] for k in self._suspects}
+
+    # -- one peer -----------------------------------------------------------------
+
+    def _add(self, s: PeerSample, now: float) -> None:
+        self._peers[s.key] = _Peer(s.ifname, s.tx_bytes, s.rx_bytes, s.last_handshake, now)
+        self._links.setdefault(s.ifindex, set()).add(s.key)
+
+    def _drop(self, key: tuple[int, str], reason: str) -> list[Change]:
+        p = self._peers.pop(key)
+        self._suspects.discard(key)
+        peers = self._links.get(key[0])
+        if peers is not None:
+            peers.discard(key)
+            if not peers:
+                del self._links[key[0]]
+        if not p.stalled:
+            return []
+        return [Change("forgotten", p.ifname, key[0], key[1], p.figures, reason)]
+
+    def _one(self, s: PeerSample, now: float, wall: float) -> Change | None:
+        p = self._peers.get(s.key)
+        if p is None:
+            self._add(s, now)
+            return None  # the first read is a baseline: no window yet
+        change = None
+        p.ifname = s.ifname
+        if s.tx_bytes < p.tx or s.rx_bytes < p.rx or s.last_handshake < p.handshake:
+            # Counters went back: the peer was removed and added again between reads.
+            change = self._drop(s.key, "counters reset (peer re-added)")
+            self._add(s, now)
+            return change[0] if change else None
+        seconds = now - p.at
+        dtx, drx = s.tx_bytes - p.tx, s.rx_bytes - p.rx
+        age = wall - s.last_handshake if s.last_handshake > 0 else None
+        current = age is not None and age <= REJECT_AFTER_TIME
+        if not handshake_only(drx, seconds):
+            # Data or keepalives arrived: the receive side works.
+            if p.stalled:
+                change = Change("recovered", p.ifname, s.ifindex, s.public_key,
+                                Figures(now - p.since, p.run_tx + dtx, p.run_rx + drx, age))
+            p.since, p.stalled, p.figures = None, False, None
+        elif p.since is None:
+            if current and sent_data(dtx, seconds, s.keepalive_interval):
+                p.since, p.raised = p.at, now
+                p.run_tx, p.run_rx, p.handshake_at_start = dtx, drx, p.handshake
+        else:
+            p.run_tx += dtx
+            p.run_rx += drx
+            if not current:
+                # Handshakes went stale: the peer is gone or we stopped sending.
+                if p.stalled:
+                    change = Change("forgotten", p.ifname, s.ifindex, s.public_key,
+                                    Figures(now - p.since, p.run_tx, p.run_rx, age),
+                                    "handshakes stale")
+                p.since, p.stalled, p.figures = None, False, None
+            elif not p.stalled:
+                alive = p.run_rx > 0 or s.last_handshake > p.handshake_at_start
+                if alive and now - p.raised >= CONFIRM_AFTER:
+                    p.stalled = True
+                    p.stalled_wall = wall
+                    p.figures = Figures(now - p.since, p.run_tx, p.run_rx, age)
+                    change = Change("stalled", p.ifname, s.ifindex, s.public_key, p.figures)
+        p.tx, p.rx, p.handshake, p.at = s.tx_bytes, s.rx_bytes, s.last_handshake, now
+        if p.since is not None and not p.stalled:
+            self._suspects.add(s.key)
+        else:
+            self._suspects.discard(s.key)
+        return change
+
+
+# -- reading the kernel ---------------------------------------------------------------
+
+def samples_from_messages(messages, ifname: str, ifindex: int) -> list[PeerSample]:
+    """Peers from the WG_CMD_GET_DEVICE reply of one link (pyroute2 wgmsg objects).
+
+    Raises LookupError when the reply is for another ifindex (the name now
+    belongs to another link). A peer whose allowed IPs spill into the next
+    message is repeated there with only its key and allowed IPs (kernel:
+    wg_get_device_dump): only the part carrying counters is taken.
+    """
+    out: list[PeerSample] = []
+    for msg in messages:
+        got = msg.get_attr("WGDEVICE_A_IFINDEX")
+        if got is not None and got != ifindex:
+            raise LookupError(f"{ifname} is now ifindex {got}, not {ifindex}")
+        for peer in msg.get_attr("WGDEVICE_A_PEERS") or ():
+            rx = peer.get_attr("WGPEER_A_RX_BYTES")
+            if rx is None:
+                continue
+            key = peer.get_attr("WGPEER_A_PUBLIC_KEY")
+            if isinstance(key, bytes):
+                key = key.decode()
+            hs = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME") or {}
+            out.append(PeerSample(
+                ifname, ifindex, key, rx, peer.get_attr("WGPEER_A_TX_BYTES") or 0,
+                hs.get("tv_sec", 0) + hs.get("tv_nsec", 0) / 1e9,
+                peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0,
+            ))
+    return out
+
+
+class WireGuardReader:
+    """WG_CMD_GET_DEVICE through pyroute2's WireGuard class, one socket kept open.
+
+    `ready()` imports pyroute2 on a thread of its own (0.3-0.5 s on a host,
+    10 s and more under TCG; the daemon imports it only when a WireGuard link
+    is watched) and says whether it is done, so the daemon's loop keeps
+    handling link events meanwhile. `read(ifname, ifindex)` returns the
+    link's peers, or raises OSError (link gone, not WireGuard, no wireguard
+    family, pyroute2 missing) or LookupError (the name now belongs to another
+    link). The socket is re-opened after an error.
+    """
+
+    def __init__(self) -> None:
+        self._wg = None
+        self._cls = None
+        self._importer: threading.Thread | None = None
+        self._import_error: Exception | None = None
+
+    def ready(self) -> bool:
+        if self._cls is not None or self._import_error is not None:
+            return True
+        if self._importer is None:
+            self._importer = threading.Thread(target=self._import, name="wgnapid-import",
+                                              daemon=True)
+            self._importer.start()
+        if self._importer.is_alive():
+            return False
+        self._importer.join()
+        return True
+
+    def _import(self) -> None:
+        try:
+            from pyroute2 import WireGuard
+
+            self._cls = WireGuard
+        except Exception as exc:  # reported by read(), per link, once
+            self._import_error = exc
+
+    def read(self, ifname: str, ifindex: int) -> list[PeerSample]:
+        if self._wg is None:
+            if not self.ready():
+                self._importer.join()  # a direct caller (tests, bench) waits
+            if self._cls is None:
+                raise OSError(0, f"pyroute2's WireGuard class cannot be imported: "
+                                 f"{self._import_error}")
+        try:
+            if self._wg is None:
+                self._wg = self._cls()  # raises when there is no wireguard genl family
+            return samples_from_messages(self._wg.info(ifname), ifname, ifindex)
+        except LookupError:
+            raise
+        except Exception as exc:  # pyroute2 wraps netlink errors in its own classes
+            self.close()
+            raise OSError(getattr(exc, "code", 0) or 0, str(exc)) from None
+
+    def close(self) -> None:
+        if self._wg is not None:
+            try:
+                self._wg.close()
+            except Exception:
+                pass
+            self._wg = None
+
+
+# -- the daemon's part ------------------------------------------------------------------
+
+class StallWatch:
+    """Reads the watched links every ``window`` seconds (sooner to confirm a
+    suspicion), logs each change once, and answers `stalled()`.
+
+    ``log``: a wgnapid.log.Log. ``reader``: anything with ``read(ifname,
+    ifindex) -> list[PeerSample]`` and ``close()`` (WireGuardReader by default).
+    ``window`` 0 turns the watch off.
+    """
+
+    def __init__(self, log, window: float, reader=None) -> None:
+        self.log = log
+        self.window = window
+        self.reader = reader or WireGuardReader()
+        self.detector = Detector()
+        self.next_due: float | None = None
+        self.reads = 0  # reads finished (whole or confirming)
+        self._last_poll = float("-inf")
+        self._watching = True  # the last read had links to read
+        self._queue: list[tuple[str, int]] = []  # links of the read under way, last first
+        self.read_errors: dict[int, str] = {}  # ifindex -> last error, logged once
+
+    def set_window(self, window: float, now: float) -> None:
+        if window != self.window:
+            self.window = window
+            self.next_due = None
+            if not window:
+                self._log(self.detector.retain((), "stall watch turned off"))
+
+    def due(self, now: float) -> float | None:
+        """Monotonic deadline of the next read, or None when the watch is off.
+        While a read is spread over loop turns, ``now``."""
+        if not self.window:
+            return None
+        if self._queue:
+            return now
+        if self.next_due is None:
+            self.next_due = now  # first read at once: the baseline
+        confirm = self.detector.confirm_due()
+        if confirm is None or confirm <= self._last_poll:
+            # No suspicion, or its confirming read was made. With nothing to
+            # watch at the last read, no wake-up of its own: the next loop turn
+            # after next_due (an event, the resync) starts the next read.
+            return self.next_due if self._watching else None
+        return min(self.next_due, confirm)
+
+    def run_due(self, states, now: float, budget: float = SLICE) -> bool:
+        """The daemon's one call per loop turn: read when due. ``states``: the
+        reconciler's LinkState objects; watched are WireGuard links whose
+        threaded value read back 1, whoever set it (wgnapid or the kernel).
+        A read stops after ``budget`` seconds and goes on at the next turn, so
+        link events are never held up for long by many peers.
+        Returns True when a peer's state changed or a read finished (the
+        status, which counts reads, is then news: once per window)."""
+        changes: list[Change] = []
+        if not self._queue:
+            due = self.due(now)
+            if not self.window or now < (self.next_due if due is None else due):
+                return False
+            links = [(st.name, st.ifindex) for st in states
+                     if st.kind == "wireguard" and st.current == 1]
+            if links and not getattr(self.reader, "ready", lambda: True)():
+                # pyroute2 is being imported on its own thread: look again soon.
+                self.next_due = now + IMPORT_POLL
+                return False
+            changes += self._start(links, now)
+        changes += self._drain(budget)
+        self._log(changes)
+        finished = not self._queue
+        if finished:
+            self.reads += 1
+        return bool(changes) or (finished and self._watching)
+
+    def poll(self, links: Iterable[tuple[str, int]], now: float, wall: float) -> list[Change]:
+        """One whole read at ``now``/``wall`` (times given: tests, bench).
+        ``links``: the threaded WireGuard links as (name, ifindex). Returns (and
+        logs) the changes."""
+        changes = self._start(list(links), now)
+        changes += self._drain(None, (now, wall))
+        self._log(changes)
+        self.reads += 1
+        return changes
+
+    def _start(self, links: list[tuple[str, int]], now: float) -> list[Change]:
+        changes = self.detector.retain([i for _, i in links])
+        self._watching = bool(links)
+        if self.next_due is None or now >= self.next_due:
+            self._queue = links
+            self.next_due = now + self.window
+        else:  # the confirming read: only links with a suspicion
+            wanted = self.detector.suspects()
+            self._queue = [link for link in links if link[1] in wanted]
+        self._queue.reverse()  # popped from the end
+        self._last_poll = now
+        return changes
+
+    def _drain(self, budget: float | None, at: tuple[float, float] | None = None) -> list[Change]:
+        changes: list[Change] = []
+        stop = None if budget is None else time.monotonic() + budget
+        did_one = False  # at least one link per turn, however small the budget
+        while self._queue and (stop is None or not did_one or time.monotonic() < stop):
+            did_one = True
+            name, ifindex = self._queue.pop()
+            try:
+                samples = self.reader.read(name, ifindex)
+            except (OSError, LookupError) as exc:
+                if self.read_errors.get(ifindex) != str(exc):
+                    self.read_errors[ifindex] = str(exc)
+                    self.log.event("peer-stall-unread", syslog.LOG_DEBUG,
+                                   f"{name}: cannot read WireGuard peers: {exc}",
+                                   interface=name, ifindex=ifindex)
+                continue
+            self.read_errors.pop(ifindex, None)
+            now, wall = at or (time.monotonic(), time.time())
+            changes += self.detector.observe(samples, [ifindex], now, wall)
+        return changes
+
+    def stalled(self) -> list[tuple[str, int, str]]:
+        """Stalled peers now: (ifname, ifindex, public key in base64)."""
+        return [(name, ifindex, key) for name, ifindex, key, _f, _s in self.detector.stalled()]
+
+    def as_list(self) -> list[dict]:
+        """Stalled peers for the status document."""
+        return [{"interface": name, "ifindex": ifindex, "public_key": key, "since": since,
+                 **figures.as_dict()}
+                for name, ifindex, key, figures, since in self.detector.stalled()]
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def _log(self, changes: list[Change]) -> None:
+        for c in changes:
+            f = c.figures
+            age = "never" if f.handshake_age is None else f"{f.handshake_age:.0f} s ago"
+            fields = dict(interface=c.ifname, ifindex=c.ifindex, wgnapid_peer=c.public_key,
+                          wgnapid_stall_seconds=f"{f.seconds:.1f}",
+                          wgnapid_tx_bytes=f.tx_bytes, wgnapid_rx_bytes=f.rx_bytes,
+                          wgnapid_handshake_age=None if f.handshake_age is None
+                          else f"{f.handshake_age:.1f}")
+            if c.kind == "stalled":
+                self.log.event(
+                    "peer-stalled", syslog.LOG_WARNING,
+                    f"{c.ifname}: peer {c.public_key} receive side looks stalled "
+                    f"(CVE-2026-52945): in {f.seconds:.0f} s we sent {f.tx_bytes} bytes and "
+                    f"received only {f.rx_bytes} bytes of handshake messages; last handshake "
+                    f"{age}. See README, 'A stalled peer'", **fields)
+            elif c.kind == "recovered":
+                self.log.event(
+                    "peer-stall-recovered", syslog.LOG_NOTICE,
+                    f"{c.ifname}: peer {c.public_key} receives data again after "
+                    f"{f.seconds:.0f} s", **fields)
+            else:
+                self.log.event(
+                    "peer-stall-forgotten", syslog.LOG_NOTICE,
+                    f"{c.ifname}: peer {c.public_key} no longer judged stalled: {c.reason}",
+                    **fields)
+

@@ -57,17 +57,6 @@ def report(request, line: str) -> None:
         print(line)
 
 
-def wait_for(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def work(request):
     path = Path(f"/var/tmp/wgnapid-ci-i12deb-{secrets.token_hex(4)}")
@@ -302,7 +291,7 @@ def test_reload_applies_a_good_policy_and_threads_a_new_link(guest):
                 if e.get("MESSAGE_ID") == "6b3fd9a2c6a44a3c9a3f2d8e5a1c7703"]
     assert reloaded, "no 'reloaded' journal entry"
     make_settable_veth(guest, "i12va0", "i12vb0")
-    wait_for(lambda: threaded(guest, "i12va0") == "1", 30, "i12va0 threaded by the packaged daemon")
+    machine.wait_until(lambda: threaded(guest, "i12va0") == "1", 30, "i12va0 threaded by the packaged daemon")
     entries = [e for e in guest.journal("INTERFACE=i12va0")
                if e.get("MESSAGE_ID") == "6b3fd9a2c6a44a3c9a3f2d8e5a1c7710"]
     assert entries and entries[-1].get("WGNAPID_RULE") == "test-veths", entries
@@ -317,7 +306,7 @@ def test_reload_refuses_a_broken_policy_and_keeps_the_running_one(guest):
     assert guest.unit_property("wgnapid", "MainPID") == pid
     # The running policy still threads links that appear now.
     make_settable_veth(guest, "i12va1", "i12vb1")
-    wait_for(lambda: threaded(guest, "i12va1") == "1", 30, "i12va1 threaded under the kept policy")
+    machine.wait_until(lambda: threaded(guest, "i12va1") == "1", 30, "i12va1 threaded under the kept policy")
     guest.run("rm", "/etc/wgnapid/conf.d/60-broken.toml", check=True)
 
 

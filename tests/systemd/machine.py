@@ -151,6 +151,19 @@ def problem(lower: str = "/") -> str | None:
     return None
 
 
+
+def wait_until(fn, timeout: float, what: str, interval: float = 0.1):
+    """Poll ``fn`` until it returns something true, and return that; AssertionError
+    naming ``what`` (and the last value) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
+        time.sleep(interval)
+
 class MachineError(RuntimeError):
     pass
 

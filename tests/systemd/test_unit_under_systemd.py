@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tierlog import measure
-from machine import Machine
+from machine import Machine, wait_until
 from wheelhouse import PROJECT, wheelhouse
 
 UNIT = "wgnapid.service"
@@ -60,17 +60,6 @@ def readme_install_lines() -> list[str]:
     block = re.search(r"```sh\n(.*?)```", part, re.S)
     assert block, "README.md: no ```sh block in the Install section's Debian 12 part"
     return [l for l in block.group(1).splitlines() if l.strip() and not l.lstrip().startswith("#")]
-
-
-def wait_until(fn, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")

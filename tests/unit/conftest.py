@@ -5,7 +5,7 @@ Nothing here touches the real /sys, /proc or netlink.
 
 import pytest
 
-from .helpers import FakeSysfs, RecordingLog
+from .helpers import Attr, Clock, FakeSysfs, RecordingLog
 
 
 @pytest.fixture
@@ -16,3 +16,14 @@ def fakesys(tmp_path):
 @pytest.fixture
 def rlog():
     return RecordingLog()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def attr(fakesys):
+    """The real ThreadedAttr on the fake tree, recording writes (helpers.Attr)."""
+    return Attr(fakesys)

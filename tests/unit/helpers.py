@@ -7,12 +7,14 @@ ordinary process in well under a second.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from wgnapid.config import DaemonConfig, Policy, Rule
 from wgnapid.links import Link
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace, NsId
+from wgnapid.sysfs import Outcome, Result, ThreadedAttr
 
 
 def rule(name, threaded="on", kinds=("*",), interfaces=("*",), netns=("*",)):
@@ -126,3 +128,43 @@ def tree(root: Path) -> set[str]:
         for n in dirnames + filenames:
             out.add(os.path.relpath(os.path.join(dirpath, n), root))
     return out
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Attr(ThreadedAttr):
+    """The real ThreadedAttr on a fake root, recording writes; names in
+    `unsettable` answer EOPNOTSUPP (no NAPI instance yet); `forced` results
+    replace a write's outcome; names in `ignore_writes` accept the write but
+    the kernel keeps its value."""
+
+    def __init__(self, fakesys):
+        super().__init__()
+        self.fakesys = fakesys
+        self.writes: list[tuple[str, int]] = []
+        self.unsettable: set[str] = set()
+        self.forced: dict[str, Result] = {}
+        self.ignore_writes: set[str] = set()
+        self.gate: threading.Event | None = None  # when set: writes wait for it
+        self.raising: set[str] = set()
+
+    def write_opened(self, op, value):
+        ifname = op.ifname
+        self.writes.append((ifname, value))
+        if self.gate is not None:
+            assert self.gate.wait(10), "the test never opened the gate"
+        if ifname in self.raising:
+            raise RuntimeError("writer bug")
+        if ifname in self.unsettable:
+            return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
+        if ifname in self.forced:
+            return self.forced[ifname]
+        if ifname in self.ignore_writes:
+            return Result(Outcome.OK, value=value)
+        return super().write_opened(op, value)

@@ -20,20 +20,10 @@ from wgnapid.links import Link
 from wgnapid.reconciler import HELD_OFF, HELD_WAITING
 
 from .helpers import rule
-from .test_reconciler import Attr, Clock, make
+from .test_reconciler import make
 
 WG = Link(5, "wg0", "wireguard")
 WG2 = Link(9, "wg1", "wireguard")
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def attr(fakesys):
-    return Attr(fakesys)
 
 
 # -- release strings ------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from wgnapid.links import Link, LinkEvent
 
 from .helpers import rule
 from .test_reconciler import make, until
-from .test_reconciler import attr, clock  # noqa: F401 (fixtures)
 
 
 def new(i, name="x", kind="veth"):

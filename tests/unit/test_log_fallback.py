@@ -17,13 +17,7 @@ import pytest
 
 from wgnapid.log import MESSAGE_IDS, Log, journald_reachable
 
-
-class Clock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
+from .helpers import Clock
 
 
 class Sent:

@@ -14,7 +14,7 @@ from wgnapid.napithreads import NapiThread, NapiThreads
 from wgnapid.placement import (Placement, Placer, Sched, Steering, Target, check_cpus, parse_cpu_list,
                                parse_sched)
 
-from .helpers import RecordingLog
+from .helpers import Clock, RecordingLog
 
 
 def thread(pid, name="napi/wg0-0", cpus=(0, 1, 2, 3), policy="other", prio=0, nice=0):
@@ -176,18 +176,11 @@ def test_placer_failure_and_ambiguity_said_once(monkeypatch):
 # -- the daemon's steering --------------------------------------------------------------
 
 
-class Clock:
-    t = 100.0
-
-    def __call__(self):
-        return self.t
-
-
 def test_steering_scan_places_targets_and_reports(monkeypatch):
     Calls(monkeypatch)
     threads = [thread(10, "napi/wg0-0"), thread(11, "napi/wg0-0"), thread(12, "napi/wg1-0")]
     log = RecordingLog()
-    s = Steering(log, connector=False, scan=lambda: NapiThreads(threads), clock=Clock())
+    s = Steering(log, connector=False, scan=lambda: NapiThreads(threads), clock=Clock(100.0))
     want = Placement(frozenset({1}), Sched("fifo", 3))
     s.sync([Target(5, "wg0", "r", want), Target(6, "wg2", "r", want), Target(7, "wg9", "r", Placement())])
     assert set(s.targets) == {"wg0", "wg2"}  # a rule without cpus/sched is not a target
@@ -198,7 +191,7 @@ def test_steering_scan_places_targets_and_reports(monkeypatch):
 
 def test_steering_without_connector_scans_after_changes_at_a_bounded_rate(monkeypatch):
     Calls(monkeypatch)
-    clock = Clock()
+    clock = Clock(100.0)
     scans = []
     s = Steering(RecordingLog(), connector=False, scan=lambda: scans.append(clock.t) or NapiThreads([]),
                  clock=clock)
@@ -214,7 +207,7 @@ def test_steering_without_connector_scans_after_changes_at_a_bounded_rate(monkey
 
 def test_steering_connector_path_places_a_new_thread_once_named(monkeypatch):
     Calls(monkeypatch)
-    clock = Clock()
+    clock = Clock(100.0)
     log = RecordingLog()
     named = {}
 

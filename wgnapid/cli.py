@@ -581,7 +581,22 @@ def _config_error(args, exc: config.ConfigError) -> int:
         log = Log("stderr", "error")
     for line in exc.lines:
         log.error("config-invalid", line)
+    if log.target == "journal" and not _stderr_is_journal():
+        # A person who ran it by hand sees why too (under systemd, stderr is the
+        # journal already: $JOURNAL_STREAM, systemd.exec(5)).
+        for line in exc.lines:
+            print(f"wgnapid: {line}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+def _stderr_is_journal() -> bool:
+    """Whether stderr is journald's stream (systemd sets $JOURNAL_STREAM to its
+    "device:inode" for a service's stdout/stderr)."""
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
 def _main(argv: list[str] | None, early: list[int]) -> int:

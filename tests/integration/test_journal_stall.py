@@ -197,7 +197,7 @@ def test_a_stopped_journald_does_not_stop_enforcement(private_journald, netns, d
     finally:
         j.cont()
     lines = d.log_lines()
-    assert "wgnapid: info: wgnapid stopping" in lines, lines
+    assert "wgnapid: info: wgnapid stopping (SIGTERM)" in lines, lines
     assert len([l for l in lines if "journald is not reachable" in l]) == 1, lines
     assert "Traceback" not in d.log()
 
@@ -209,7 +209,7 @@ def test_stopping_entry_reaches_journald(private_journald, netns, daemon_factory
     d = daemon_factory(policy, log_target="journal", prefix=prefix).start()
     rc, _ = d.stop()
     assert rc == 0 and "Traceback" not in d.log(), d.log()
-    entries = wait_until(lambda: (e := j.entries(d.pid)) and any(x["MESSAGE"] == "wgnapid stopping" for x in e) and e,
+    entries = wait_until(lambda: (e := j.entries(d.pid)) and any(x["MESSAGE"] == "wgnapid stopping (SIGTERM)" for x in e) and e,
                          20, "the stopping entry")
-    assert entries[-1]["MESSAGE"] == "wgnapid stopping"
+    assert entries[-1]["MESSAGE"] == "wgnapid stopping (SIGTERM)"
     assert entries[-1]["SYSLOG_IDENTIFIER"] == "wgnapid"

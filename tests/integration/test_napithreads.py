@@ -207,7 +207,7 @@ def test_cpus_that_do_not_exist_are_a_config_error(netns, tmp_path):
     policy = _policy(tmp_path / "p.toml", veth, f"{tunp}0", cpus_v=f"0,{beyond}")
     res = run_cli(netns, policy, "check-config")
     assert res.returncode == 78  # EX_CONFIG, as for every broken policy
-    assert res.stderr.strip() == (f'{policy}: rules[0].cpus (rule "veths"): Value error, CPU {beyond} '
+    assert res.stderr.strip() == (f'{policy}: rules[0].cpus (rule "veths"): CPU {beyond} '
                                   f"does not exist here (CPUs: {possible})"), res.stderr
     res = run_cli(netns, policy, "run")
     assert res.returncode == 78 and "rules[0].cpus" in res.stderr and "Traceback" not in res.stderr

@@ -544,13 +544,18 @@ class Reconciler:
 
     # -- retries ----------------------------------------------------------
 
-    def _schedule_retry(self, st: LinkState) -> None:
+    def _schedule_retry(self, st: LinkState, now: float | None = None) -> None:
+        """Next retry of a waiting link, ``now`` (default: the clock) plus its
+        back-off delay. A ``now`` taken before the write only makes it earlier."""
         cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
-        st.retry_delay = min(cap, st.retry_delay * 2 if st.retry_delay else min(RETRY_FIRST, cap))
-        self._retries.discard(st)
+        delay = st.retry_delay
+        st.retry_delay = delay = cap if delay * 2 >= cap else (delay * 2 if delay else min(RETRY_FIRST, cap))
+        retries = self._retries
+        if st.retry_at is not None:
+            retries.discard(st)
         # Rounded down to a slot shared with other links (wgnapid.retries): never
         # later than asked, and one wake-up serves every link of the slot.
-        self._retries.add(st, self._retries.slot(self.clock(), st.retry_delay, cap))
+        retries.add(st, retries.slot(self.clock() if now is None else now, delay, cap))
 
     def next_retry(self) -> float | None:
         """When the next retry is due (the reconciler's clock, seconds), or None."""
@@ -587,7 +592,7 @@ class Reconciler:
                 if result.outcome is Outcome.NOT_SETTABLE:
                     # The common case, kept cheap: no read, no log, no state change.
                     self.stats.writes += 1
-                    self._schedule_retry(st)
+                    self._schedule_retry(st, now)
                     continue
             st.kept = None  # the write holds it now: _release keeps or closes it
             self._kept.give()

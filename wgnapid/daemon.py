@@ -15,6 +15,7 @@ from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.reconciler import Reconciler, shared_writers, summary_text
+from wgnapid.retries import KeptFds
 from wgnapid.spaces import Space, Spaces, raise_nofile
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
@@ -119,8 +120,11 @@ class Daemon:
         self.netns = self.ns.id.ino
         self.writers = shared_writers()
         self.sel = selectors.DefaultSelector()
-        if policy.daemon.namespaces == "all":
-            raise_nofile()
+        # Many namespaces need about four fds each, and every waiting link keeps
+        # its `threaded` file open (wgnapid.retries): lift the soft limit to the
+        # hard one first, then cap the kept files below it.
+        raise_nofile()
+        self.kept = KeptFds()
         self.spaces = Spaces(policy, log, self.sel, self._reconciler, self.ns)
         self.rec = self.spaces.own.rec  # the daemon's own namespace
         self.started = time.time()
@@ -135,7 +139,8 @@ class Daemon:
         self._next_watchdog = 0.0
 
     def _reconciler(self, ns: NetNamespace) -> Reconciler:
-        return Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers)
+        return Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers,
+                          kept=self.kept)
 
     # -- set-up -------------------------------------------------------------
 

@@ -190,7 +190,7 @@ class Daemon:
             self.log.event("resync", syslog.LOG_DEBUG,
                            f"link dump of netns {space.ns.name} failed ({exc}); looking again later")
             return False
-        space.rec.sync(links, complete, wait=wait)
+        space.rec.sync(links, complete, wait=wait, recheck_waiting=why not in ("periodic", "overflow"))
         if not complete:
             self.log.event(
                 "resync", syslog.LOG_DEBUG,

@@ -624,13 +624,30 @@ class Reconciler:
                 name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE, netns=self.netns, netns_name=self.ns.name,
             )
 
-    def sync(self, links: list[Link], complete: bool = True, *, wait: bool = True) -> None:
-        """Evaluate every listed link; with a complete list, forget links not in it."""
+    def sync(self, links: list[Link], complete: bool = True, *, wait: bool = True,
+             recheck_waiting: bool = True) -> None:
+        """Evaluate every listed link; with a complete list, forget links not in it.
+
+        ``recheck_waiting=False`` (the periodic resync, an overflow's re-list):
+        a waiting link whose file is kept and whose name and kind are as listed
+        is left to its retry schedule, which tries it within the cap anyway;
+        evaluating 10,000 of them in full every resync would cost more than
+        all their retries (bench/README.md, "Waiting links at scale"). Start-up,
+        reload and a renamed namespace recheck everything (the policy may
+        decide otherwise now)."""
         if complete:
             present = {link.ifindex for link in links}
             for ifindex in [i for i in self.links if i not in present]:
                 self.remove(ifindex)
-        self.observe_many([(link, False) for link in links], wait=wait)
+        todo = []
+        for link in links:
+            if not recheck_waiting:
+                st = self.links.get(link.ifindex)
+                if (st is not None and st.kept is not None and st.state == WAITING
+                        and st.name == link.name and st.kind == link.kind):
+                    continue
+            todo.append((link, False))
+        self.observe_many(todo, wait=wait)
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy

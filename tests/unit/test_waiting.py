@@ -286,3 +286,20 @@ def test_a_lone_write_is_made_inline_and_a_batch_on_the_writer_threads(fakesys, 
     rec.drain()
     assert rec.summary() == {"threaded": 4}
     rec.close()
+
+
+def test_a_periodic_resync_leaves_a_kept_waiting_link_to_its_schedule_and_a_reload_does_not(
+        fakesys, attr, rlog, clock):
+    links = waiting(fakesys, attr, ["wg0", "wg1"])
+    rec = make(attr, rlog, clock)
+    rec.sync(links)
+    opens, writes = attr.opens, len(attr.writes)
+    rec.sync(fakesys.links(), recheck_waiting=False)  # the periodic resync
+    assert (attr.opens, len(attr.writes)) == (opens, writes)
+    fakesys.rename("wg1", "wg9")  # a changed name is evaluated (proven again)
+    attr.unsettable.add("wg9")  # (the fake decides by the name at open)
+    rec.sync(fakesys.links(), recheck_waiting=False)
+    assert attr.opens == opens + 1 and rec.links[2].name == "wg9"
+    rec.sync(fakesys.links())  # start-up, reload: every link again
+    assert attr.opens == opens + 3
+    assert rec.summary() == {"waiting": 2} and rec._kept.count == 2

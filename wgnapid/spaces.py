@@ -107,8 +107,13 @@ class Spaces:
     # -- discovery ------------------------------------------------------------
 
     def hinted(self) -> bool:
-        """A hint fd is readable: take what it says; True when a scan is needed."""
-        return any([h.drain() for h in self.hints])
+        """A hint fd is readable: take what it says; True when a scan is needed
+        (and then an entry not mounted yet gets its quick looks again, even if
+        a stale file used them up)."""
+        needed = any([h.drain() for h in self.hints])
+        if needed:
+            self._unready_step = 0
+        return needed
 
     def rescan(self) -> list[Space]:
         """Follow the host: enter new namespaces, rename, release vanished ones.

@@ -430,7 +430,7 @@ def _first_peer_in_namespace(daemon, keys, ns: str, dev: str, net: int) -> float
     return latency
 
 
-def test_s11_namespaces_all(daemons, keys, risky, record_property):
+def test_s12_namespaces_all(daemons, keys, risky, record_property):
     """namespaces = "all": a WireGuard link created inside a namespace and given a
     peer there, and one created in the init namespace (its UDP socket stays
     there), moved into another namespace and given a peer there: both threaded

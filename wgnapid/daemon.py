@@ -139,8 +139,13 @@ class Daemon:
         self._next_watchdog = 0.0
 
     def _reconciler(self, ns: NetNamespace) -> Reconciler:
-        return Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers,
-                          kept=self.kept)
+        rec = Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers,
+                         kept=self.kept)
+        # WGNAPID_WRITE_INLINE=0: every write goes to the writer threads (the
+        # path of a write in flight while the loop reads events; the identity
+        # tests hold such a write). Diagnostics only, not a policy key.
+        rec.inline = os.environ.get("WGNAPID_WRITE_INLINE", "1") != "0"
+        return rec
 
     # -- set-up -------------------------------------------------------------
 

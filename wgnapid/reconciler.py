@@ -587,7 +587,8 @@ class Reconciler:
                 continue
             want = 1 if st.wanted == "on" else 0
             self.stats.evaluations += 1
-            if successes < RETRY_INLINE_SUCCESSES:
+            inline = self.inline and successes < RETRY_INLINE_SUCCESSES
+            if inline:
                 result = self.attr.write_opened(op, want)
                 if result.outcome is Outcome.NOT_SETTABLE:
                     # The common case, kept cheap: no read, no log, no state change.
@@ -598,7 +599,7 @@ class Reconciler:
             self._kept.give()
             w = _Write(st, self, op, want, st.current if st.current is not None else 1 - want,
                        drifted=False)
-            if successes >= RETRY_INLINE_SUCCESSES:
+            if not inline:
                 self._submit(w)  # many became settable at once: writes in parallel
                 continue
             successes += result.outcome is Outcome.OK

@@ -227,8 +227,10 @@ class Daemon:
     RUNTIME_DIRECTORY and log file."""
 
     def __init__(self, ns: Netns, policy: Path, workdir: Path, *, log_target: str = "stderr",
-                 log_level: str | None = None, runtime_dir: Path | None = None):
+                 log_level: str | None = None, runtime_dir: Path | None = None,
+                 extra_env: dict | None = None):
         self.ns = ns
+        self.extra_env = extra_env or {}
         self.policy = policy
         self.workdir = workdir
         self.log_target = log_target
@@ -251,6 +253,7 @@ class Daemon:
     def env(self) -> dict:
         env = dict(os.environ)
         env.update(NOTIFY_SOCKET=self.notify_path, RUNTIME_DIRECTORY=str(self.runtime_dir), PYTHONUNBUFFERED="1")
+        env.update(self.extra_env)
         return env
 
     def start(self, wait_ready: bool = True) -> "Daemon":

@@ -130,15 +130,17 @@ class KeptFds:
     """How many `threaded` files of waiting links may stay open at once; one
     budget for every reconciler of a daemon.
 
-    ``limit``: fds; by default half of what RLIMIT_NOFILE's soft limit leaves
-    after FD_RESERVE (the daemon lifts the soft limit to the hard one first:
-    systemd's default LimitNOFILE=1024:524288 gives 261,632; the unit sets
-    65536, giving 32,256). Each kept file costs the kernel an open file and a
-    kernfs open-file record (well under 1 KiB)."""
+    ``limit``: fds; by default three quarters of what RLIMIT_NOFILE's soft
+    limit leaves after FD_RESERVE, the last quarter staying for namespaces
+    (about four fds each) and the rest (the daemon lifts the soft limit to
+    the hard one first: the unit's LimitNOFILE=65536 gives 48,384; systemd's
+    default 1024:524288 would give 392,448; a hard limit of 20,000 gives
+    14,232). Each kept file costs the kernel an open file and a kernfs
+    open-file record (well under 1 KiB)."""
 
     def __init__(self, limit: int | None = None):
         if limit is None:
-            limit = max(0, (nofile_soft_limit() - FD_RESERVE) // 2)
+            limit = max(0, (nofile_soft_limit() - FD_RESERVE) * 3 // 4)
         self.limit = limit
         self.count = 0
 

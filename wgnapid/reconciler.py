@@ -178,7 +178,11 @@ class _Writers:
         return out
 
     def wait(self) -> None:
-        select.select([self.fd], [], [])
+        # poll, not select: with thousands of kept files or namespaces the
+        # eventfd's number can be above select()'s FD_SETSIZE (1024).
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        p.poll()
 
     def close(self) -> None:
         # Stopping: writes not begun are dropped (their files close with the process).
@@ -578,6 +582,9 @@ class Reconciler:
         now = self.clock()
         full: list[tuple[Link, bool]] = []
         successes = 0
+        # Links already at the cap and still waiting all go to one slot.
+        cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
+        at_cap: list[LinkState] = []
         for st in self._retries.take(now):
             if self.links.get(st.ifindex) is not st:
                 continue
@@ -593,7 +600,10 @@ class Reconciler:
                 if result.outcome is Outcome.NOT_SETTABLE:
                     # The common case, kept cheap: no read, no log, no state change.
                     self.stats.writes += 1
-                    self._schedule_retry(st, now)
+                    if st.retry_delay == cap:
+                        at_cap.append(st)
+                    else:
+                        self._schedule_retry(st, now)
                     continue
             st.kept = None  # the write holds it now: _release keeps or closes it
             self._kept.give()
@@ -606,6 +616,7 @@ class Reconciler:
             check = self.attr.read_opened(op) if result.outcome is Outcome.OK else None
             self._finish(w, result, check)
             self._release(w)
+        self._retries.add_many(at_cap, self._retries.slot(now, cap, cap))
         self.observe_many(full, wait=wait)
 
     # -- whole sets ---------------------------------------------------------

@@ -77,6 +77,21 @@ class RetrySchedule:
         slot.append(entry)
         self._live[due] += 1
 
+    def add_many(self, entries: list, due: float) -> None:
+        """add() for many entries at one due time (a slot retried together)."""
+        if not entries:
+            return
+        for entry in entries:
+            entry.retry_at = due
+        slot = self._slots.get(due)
+        if slot is None:
+            self._slots[due] = list(entries)
+            self._live[due] = len(entries)
+            heapq.heappush(self._heap, due)
+        else:
+            slot.extend(entries)
+            self._live[due] += len(entries)
+
     def discard(self, entry) -> None:
         """Unschedule ``entry`` (no-op when it has no retry)."""
         due = entry.retry_at

@@ -3,11 +3,18 @@
  * An rtnetlink listener (RTMGRP_LINK, 4 MiB buffer, like wgnapid) that, for
  * each new link named b*, hands the name to one of 4 threads which open
  * /sys/class/net/NAME/threaded and write "1\n". No read before, no read-back,
- * no policy, no log, no retry: what is left is the kernel's own cost and the
+ * no policy, no log: what is left is the kernel's own cost and the
  * scheduling of two CPUs. Speaks the protocol of bench/alternatives.py: prints
  * "ready"; on SIGUSR1 prints "cpu SELF_NS 0 SEEN OK FAILED 0".
+ *
+ * Waiting links (the write fails with EOPNOTSUPP: no NAPI yet) are the lower
+ * bound of wgnapid's retries: the fd is kept open, and every RETRY_MS (0.9 x
+ * the bench's pending_max_delay of 2 s) all of them are written again in one
+ * wake-up of the main thread; a link is forgotten once a write succeeds or
+ * fails otherwise.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -19,11 +26,14 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define THREADS 4
 #define QLEN 65536
 #define MAX_IFINDEX (1 << 20)
+#define RETRY_MS 1800
+#define MAX_WAITING (1 << 17)
 
 static char queue[QLEN][16];
 static unsigned head, tail;
@@ -31,6 +41,9 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t nonempty = PTHREAD_COND_INITIALIZER;
 static unsigned long seen_count, ok, failed;
 static unsigned char seen[MAX_IFINDEX];
+static int waiting[MAX_WAITING];
+static unsigned n_waiting;
+static pthread_mutex_t waiting_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void write_threaded(const char *name)
 {
@@ -38,9 +51,44 @@ static void write_threaded(const char *name)
 	snprintf(path, sizeof path, "/sys/class/net/%s/threaded", name);
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	int good = fd >= 0 && write(fd, "1\n", 2) == 2;
+	if (fd >= 0 && !good && errno == EOPNOTSUPP) {
+		pthread_mutex_lock(&waiting_lock);
+		if (n_waiting < MAX_WAITING) {
+			waiting[n_waiting++] = fd;
+			fd = -1;
+		}
+		pthread_mutex_unlock(&waiting_lock);
+		if (fd < 0)
+			return;
+	}
 	if (fd >= 0)
 		close(fd);
 	__atomic_add_fetch(good ? &ok : &failed, 1, __ATOMIC_RELAXED);
+}
+
+/* One wake-up: every waiting link written again, on its kept fd. */
+static void retry_waiting(void)
+{
+	pthread_mutex_lock(&waiting_lock);
+	unsigned kept = 0;
+	for (unsigned i = 0; i < n_waiting; i++) {
+		int fd = waiting[i];
+		if (pwrite(fd, "1\n", 2, 0) < 0 && errno == EOPNOTSUPP) {
+			waiting[kept++] = fd;
+			continue;
+		}
+		close(fd);
+		__atomic_add_fetch(&ok, 1, __ATOMIC_RELAXED);
+	}
+	n_waiting = kept;
+	pthread_mutex_unlock(&waiting_lock);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
 static void *writer(void *arg)
@@ -99,9 +147,19 @@ int main(void)
 	fflush(stdout);
 
 	static char buf[1 << 20];
+	long long next_retry = now_ms() + RETRY_MS;
 	for (;;) {
 		struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = sock, .events = POLLIN}};
-		if (poll(fds, 2, -1) < 0)
+		long long left = next_retry - now_ms();
+		int timeout = n_waiting ? (left > 0 ? (int)left : 0) : -1;
+		int r = poll(fds, 2, timeout);
+		if (n_waiting && now_ms() >= next_retry) {
+			retry_waiting();
+			next_retry = now_ms() + RETRY_MS;
+		} else if (!n_waiting) {
+			next_retry = now_ms() + RETRY_MS;
+		}
+		if (r <= 0)
 			continue;
 		if (fds[0].revents & POLLIN) {
 			struct signalfd_siginfo si;

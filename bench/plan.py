@@ -78,6 +78,18 @@ def build(quick: bool) -> list[Item]:
     for alt in ("hook", "udev"):
         add("waiting", alt, {"type": "waiting", "n": n, "settle_s": 1, "cpu_window_s": 5 if q else 10,
                              "attach_window_s": 2, "rounds": 1, "timeout": 3})
+    # 2b. waiting links at scale (issue 16): CPU while 100 / 1,000 / 10,000 wait
+    # (30 s windows: one periodic resync falls in each), and the silent attach
+    # with 1,000 waiting at once; beside the C lower bound (bench/floor.c keeps
+    # every waiting fd and writes them all in one wake-up every 1.8 s).
+    add("waiting", "floor", {"type": "waiting", "n": n, "settle_s": 6, "cpu_window_s": 5 if q else 30,
+                             "attach_window_s": 4, "rounds": 1, "timeout": 8})
+    for size, settle in ((1000, 8), (10000, 20)):
+        key = f"waiting{size}"
+        for subject in ("wgnapid", "floor"):
+            add(key, subject, {"type": "waiting", "n": size // 5 if q else size, "settle_s": settle,
+                               "cpu_window_s": 10 if q else 30, "attach_window_s": 4,
+                               "attach": size == 1000, "rounds": 1, "timeout": 10})
 
     # 6. and 3. the big burst (CPU per link and peak RSS at 10,000 too)
     add("burst_big", "wgnapid", {"type": "burst", "size": big, "timeout": 20, "settle_s": 2},

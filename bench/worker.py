@@ -175,7 +175,10 @@ class Run:
                 before = self.sample()
                 time.sleep(sp["cpu_window_s"])
                 after = self.sample()
-                rnd.update(before=before, after=after)
+                rnd.update(before=before, after=after, load=os.getloadavg())
+            if not sp.get("attach", True):
+                self.out["rounds"].append(rnd)
+                continue
             start = time.monotonic_ns() + 50_000_000
             times = sorted(start + int(self.rng.uniform(0, sp["attach_window_s"]) * 1e9) for _ in names)
             order = list(names)
@@ -376,9 +379,18 @@ def _kthreadd_ns() -> int:
         return 0
 
 
+# What systemd/wgnapid.service gives the daemon (LimitNOFILE=): thousands of
+# waiting links keep their `threaded` file open (wgnapid.retries).
+UNIT_NOFILE = 65536
+
+
 def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        # As root the hard limit may rise too: the unit's, whatever the shell had.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, UNIT_NOFILE),) * 2)
+    except (OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     spec = json.loads(sys.stdin.readline())
     try:
         out = Run(spec).run()

@@ -16,6 +16,7 @@ from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.policywatch import PolicyWatch
 from wgnapid.reconciler import Reconciler, shared_writers, summary_text
+from wgnapid.retries import KeptFds
 from wgnapid.spaces import Space, Spaces, raise_nofile
 from wgnapid.stallwatch import StallWatch
 from wgnapid.summary import pass_summary
@@ -125,8 +126,11 @@ class Daemon:
         # The stall watch reads the WireGuard links of the daemon's own namespace.
         self.stall = StallWatch(log, policy.daemon.stall_window)
         self.sel = selectors.DefaultSelector()
-        if policy.daemon.namespaces == "all":
-            raise_nofile()
+        # Many namespaces need about four fds each, and every waiting link keeps
+        # its `threaded` file open (wgnapid.retries): lift the soft limit to the
+        # hard one first, then cap the kept files below it.
+        raise_nofile()
+        self.kept = KeptFds()
         self.spaces = Spaces(policy, log, self.sel, self._reconciler, self.ns)
         self.rec = self.spaces.own.rec  # the daemon's own namespace
         self.started = time.time()
@@ -156,7 +160,13 @@ class Daemon:
         return [st for space in self.spaces for st in space.rec.links.values()]
 
     def _reconciler(self, ns: NetNamespace) -> Reconciler:
-        return Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers)
+        rec = Reconciler(self.policy, self.log, ns, verdict=self.verdict, writers=self.writers,
+                         kept=self.kept)
+        # WGNAPID_WRITE_INLINE=0: every write goes to the writer threads (the
+        # path of a write in flight while the loop reads events; the identity
+        # tests hold such a write). Diagnostics only, not a policy key.
+        rec.inline = os.environ.get("WGNAPID_WRITE_INLINE", "1") != "0"
+        return rec
 
     # -- set-up -------------------------------------------------------------
 
@@ -229,7 +239,7 @@ class Daemon:
             self.log.event("resync", syslog.LOG_DEBUG,
                            f"link dump of netns {space.ns.name} failed ({exc}); looking again later")
             return False
-        space.rec.sync(links, complete, wait=wait)
+        space.rec.sync(links, complete, wait=wait, recheck_waiting=why not in ("periodic", "overflow"))
         if not complete:
             self.log.event(
                 "resync", syslog.LOG_DEBUG,

@@ -7,7 +7,6 @@ say *when* to look. The same code serves the daemon, `apply` and `status`
 
 from __future__ import annotations
 
-import heapq
 import os
 import queue
 import select
@@ -24,6 +23,7 @@ from wgnapid.links import Link
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.policy import decide
+from wgnapid.retries import KeptFds, RetrySchedule
 from wgnapid.sysfs import Opened, Outcome, Result
 
 RETRY_FIRST = 0.1  # seconds; doubles up to RETRY_CAP_SHARE * pending_max_delay
@@ -38,6 +38,11 @@ RETRY_CAP_SHARE = 0.9
 WRITE_THREADS = 4
 # How long close() waits for writes still in the kernel.
 WRITER_JOIN_TIMEOUT = 5.0
+# A batch of due retries writes on the loop thread (a failing write costs a few
+# µs, less than a hand-off); once this many of them succeeded in one batch (a
+# control plane added peers to many links at once: each success waits for a
+# kthread), the rest of the batch goes to the writer threads.
+RETRY_INLINE_SUCCESSES = 2
 
 # Reasons of a WireGuard link held by the guard on a kernel that threads it
 # itself (kernel.MITIGATE): turned back off, or waiting for its first peer to do so.
@@ -84,8 +89,12 @@ class LinkState:
     writing: bool = False  # a write is with the writer threads
     again: bool = False  # an event came while writing: evaluate once more after it
     retry_delay: float = 0.0
-    retry_at: float | None = None
+    retry_at: float | None = None  # due time in the reconciler's RetrySchedule
     netns_name: str = "self"  # the namespace's name (wgnapid.discovery), shown beside the inode
+    # A waiting link's `threaded`, opened under its proven directory and kept
+    # open between retries (wgnapid.retries): bound to this device, never to
+    # another link. None while a write holds it, or beyond the KeptFds cap.
+    kept: Opened | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -108,7 +117,7 @@ class _Write:
 
     st: LinkState
     rec: "Reconciler"  # whose link: writer threads may be shared by many reconcilers
-    opened: Opened  # read at evaluation; the writer writes, reads back and closes
+    opened: Opened  # read at evaluation; the writer writes and reads back; the loop closes or keeps it
     want: int
     before: int
     drifted: bool
@@ -141,6 +150,11 @@ class _Writers:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.done: deque = deque()
         self.threads: list[threading.Thread] = []
+        self.pending = 0  # submitted and not yet taken (loop thread only)
+
+    def idle(self) -> bool:
+        """No write is queued or in the kernel (a write may be made inline)."""
+        return self.pending == 0
 
     def submit(self, job: _Write) -> None:
         if not self.threads:
@@ -150,6 +164,7 @@ class _Writers:
             ]
             for t in self.threads:
                 t.start()
+        self.pending += 1
         self.jobs.put(job)
 
     def _run(self) -> None:
@@ -169,10 +184,15 @@ class _Writers:
         out = []
         while self.done:
             out.append(self.done.popleft())
+        self.pending -= len(out)
         return out
 
     def wait(self) -> None:
-        select.select([self.fd], [], [])
+        # poll, not select: with thousands of kept files or namespaces the
+        # eventfd's number can be above select()'s FD_SETSIZE (1024).
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        p.poll()
 
     def close(self) -> None:
         # Stopping: writes not begun are dropped (their files close with the process).
@@ -212,6 +232,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         peer_count: Callable[[str], int | None] | None = None,
         writers: "_Writers | None" = None,
+        kept: KeptFds | None = None,
     ):
         self.policy = policy
         self.log = log
@@ -234,10 +255,17 @@ class Reconciler:
         self._kernel_enabled_said = False  # the once-per-run message about it
         self.generation = 0  # bumped on every state change: "is there news to publish?"
         self.stats = Stats()
-        self._retries: list[tuple[float, int]] = []
+        self._retries = RetrySchedule()
+        # Files of waiting links kept open between retries (a budget shared by
+        # the reconcilers of one daemon). `apply` and dry runs keep none.
+        self._kept = kept if kept is not None else KeptFds()
+        self._keep = not (dry_run or one_shot)
         # ``writers``: a pool shared by the reconcilers of many namespaces
         # (shared_writers()); its results go back to each job's reconciler.
         self._own_writers = writers is None
+        # A lone write with nothing queued is made on this thread (observe_many);
+        # False always hands writes to the writer threads (tests of that path).
+        self.inline = True
         self._writers = writers or shared_writers()
         self.in_flight = 0  # writes handed to the writers and not yet finished
 
@@ -248,7 +276,7 @@ class Reconciler:
         first seen after start-up (an event)."""
         step = self._evaluate(link, new)
         if isinstance(step, _Write):
-            return self._finish(step, *self._write(step))
+            return self._inline(step)
         return step
 
     def observe_many(self, links: list[tuple[Link, bool]], *, wait: bool = True) -> None:
@@ -256,14 +284,35 @@ class Reconciler:
         threads. ``wait``: return only once they are finished (start-up, reload:
         READY=1 means converged); the event path does not wait, and finishes them in
         collect() when `completions` becomes readable."""
+        writes = []
         for link, new in links:
             step = self._evaluate(link, new)
             if isinstance(step, _Write):
-                step.st.writing = True
-                self.in_flight += 1
-                self._writers.submit(step)
+                writes.append(step)
+        if len(writes) == 1 and self.inline and self._writers.idle():
+            # One link and nothing queued (links appearing one at a time): write
+            # here. A hand-off to a writer and back costs more than the write
+            # unless a batch builds up (bench/README.md, "One at a time").
+            self._inline(writes[0])
+        else:
+            for step in writes:
+                self._submit(step)
         if wait:
             self.drain()
+
+    def _submit(self, w: _Write) -> None:
+        w.st.writing = True
+        self.in_flight += 1
+        self._writers.submit(w)
+
+    def _inline(self, w: _Write) -> LinkState:
+        try:
+            result = self._write(w)
+        except Exception as exc:  # noqa: BLE001 - as a writer thread reports it
+            result = (Result(Outcome.ERROR, detail=f"write: {exc!r}"), None)
+        st = self._finish(w, *result)
+        self._release(w)
+        return st
 
     @property
     def completions(self) -> int:
@@ -281,8 +330,10 @@ class Reconciler:
         st = w.st
         st.writing = False
         if self.links.get(st.ifindex) is not st:
+            self.attr.close(w.opened)
             return  # removed while the write was in the kernel: nothing to say of it
         self._finish(w, result, check)
+        self._release(w)
         if st.again:
             # An event (or resync) came during the write: the kernel may
             # have changed since the read-back began, so look once more.
@@ -296,16 +347,44 @@ class Reconciler:
             self.collect()
 
     def close(self) -> None:
+        for st in self.links.values():
+            self._drop_kept(st)
         if self._own_writers:
             self._writers.close()
 
     def forget(self) -> None:
         """Drop every link without a word (the namespace went away: one entry for
         it says so). Writes in flight finish in the kernel and are ignored."""
+        for st in self.links.values():
+            self._drop_kept(st)
         self.links.clear()
         self.stats.counts.clear()
         self._retries.clear()
         self.generation += 1
+
+    # -- kept files ---------------------------------------------------------
+
+    def _release(self, w: _Write) -> None:
+        """After a write's result was taken in: keep its file open while the link
+        waits (and the cap allows), else close it. Loop thread only: the one
+        place a write's file is closed or kept, so none is closed twice."""
+        st = w.st
+        if (self._keep and st.state == WAITING and self.links.get(st.ifindex) is st
+                and w.opened.writable and (st.kept is not None or self._kept.take())):
+            if st.kept is not None and st.kept is not w.opened:
+                self.attr.close(st.kept)  # an older file of the same link: replaced
+            st.kept = w.opened
+            return
+        if st.kept is w.opened:
+            st.kept = None
+            self._kept.give()
+        self.attr.close(w.opened)
+
+    def _drop_kept(self, st: LinkState) -> None:
+        if st.kept is not None:
+            self.attr.close(st.kept)
+            st.kept = None
+            self._kept.give()
 
     def _evaluate(self, link: Link, new: bool) -> LinkState | _Write:
         """Everything up to the write: settled states are returned, a needed
@@ -410,15 +489,13 @@ class Reconciler:
         return _Write(st, self, opened, 0, value, drifted=drifted, held=True)
 
     def _write(self, w: _Write) -> tuple[Result, Result | None]:
-        """The write and the read-back; runs on a writer thread (no state here)."""
-        try:
-            result = self.attr.write_opened(w.opened, w.want)
-            if result.outcome is not Outcome.OK:
-                return result, None
-            # The truth is what the kernel says afterwards, not what was written.
-            return result, self.attr.read_opened(w.opened)
-        finally:
-            self.attr.close(w.opened)
+        """The write and the read-back; runs on a writer thread or inline (no
+        state here; the file stays open: _release closes or keeps it)."""
+        result = self.attr.write_opened(w.opened, w.want)
+        if result.outcome is not Outcome.OK:
+            return result, None
+        # The truth is what the kernel says afterwards, not what was written.
+        return result, self.attr.read_opened(w.opened)
 
     def _finish(self, w: _Write, result: Result, check: Result | None) -> LinkState:
         st, want = w.st, w.want
@@ -491,7 +568,10 @@ class Reconciler:
         if state == WAITING or retry:
             self._schedule_retry(st)
         else:
-            st.retry_at, st.retry_delay = None, 0.0
+            self._retries.discard(st)
+            st.retry_delay = 0.0
+            if st.kept is not None:
+                self._drop_kept(st)
         if state != st.state or (state in (FAILED, HELD) and reason != st.reason):
             if st.state:
                 self.stats.counts[st.state] -= 1
@@ -524,37 +604,84 @@ class Reconciler:
 
     # -- retries ----------------------------------------------------------
 
-    def _schedule_retry(self, st: LinkState) -> None:
+    def _schedule_retry(self, st: LinkState, now: float | None = None) -> None:
+        """Next retry of a waiting link, ``now`` (default: the clock) plus its
+        back-off delay. A ``now`` taken before the write only makes it earlier."""
         cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
-        st.retry_delay = min(cap, st.retry_delay * 2 if st.retry_delay else min(RETRY_FIRST, cap))
-        st.retry_at = self.clock() + st.retry_delay
-        heapq.heappush(self._retries, (st.retry_at, st.ifindex))
+        delay = st.retry_delay
+        st.retry_delay = delay = cap if delay * 2 >= cap else (delay * 2 if delay else min(RETRY_FIRST, cap))
+        retries = self._retries
+        if st.retry_at is not None:
+            retries.discard(st)
+        # Rounded down to a slot shared with other links (wgnapid.retries): never
+        # later than asked, and one wake-up serves every link of the slot.
+        retries.add(st, retries.slot(self.clock() if now is None else now, delay, cap))
 
     def next_retry(self) -> float | None:
-        heap = self._retries
-        while heap:
-            due, ifindex = heap[0]
-            st = self.links.get(ifindex)
-            if st is not None and st.retry_at == due:
-                return due
-            heapq.heappop(heap)  # stale: link gone, settled or rescheduled
-        return None
+        """When the next retry is due (the reconciler's clock, seconds), or None."""
+        return self._retries.next_due()
 
     def retry_due(self, *, wait: bool = True) -> None:
-        """Re-evaluate waiting links whose retry time has come."""
+        """Try again every waiting link whose retry is due.
+
+        A link whose `threaded` is kept open (``st.kept``) is retried with one
+        pwrite of the wanted value on that file, here on the loop thread: the
+        file was opened under the link's proven directory and stays bound to
+        that device (a rename keeps it; once the device is gone it answers
+        ENODEV), so the proof holds for this write too. EOPNOTSUPP: still
+        waiting, nothing else happens. Any other answer is taken in like a
+        write of the full evaluation (read-back, state, log). Policy changes
+        and namespace renames re-evaluate every link in full first, so the
+        wanted value is current. Links without a kept file (beyond the cap, or
+        a WireGuard link once the kernel was seen threading WireGuard itself)
+        get the full evaluation: proof, read, decision, write."""
         now = self.clock()
-        due_links = []
-        while (due := self.next_retry()) is not None and due <= now:
-            _due, ifindex = heapq.heappop(self._retries)
-            st = self.links[ifindex]
-            st.retry_at = None  # taken: the evaluation reschedules it if still waiting
-            due_links.append((Link(st.ifindex, st.name, st.kind), False))
-        self.observe_many(due_links, wait=wait)
+        full: list[tuple[Link, bool]] = []
+        successes = 0
+        # Links already at the cap and still waiting all go to one slot.
+        cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
+        at_cap: list[LinkState] = []
+        for st in self._retries.take(now):
+            if self.links.get(st.ifindex) is not st:
+                continue
+            op = st.kept
+            if op is None or st.writing or (self.native and st.kind == "wireguard"):
+                full.append((Link(st.ifindex, st.name, st.kind), False))
+                continue
+            want = 1 if st.wanted == "on" else 0
+            self.stats.evaluations += 1
+            inline = self.inline and successes < RETRY_INLINE_SUCCESSES
+            if inline:
+                result = self.attr.write_opened(op, want)
+                if result.outcome is Outcome.NOT_SETTABLE:
+                    # The common case, kept cheap: no read, no log, no state change.
+                    self.stats.writes += 1
+                    if st.retry_delay == cap:
+                        at_cap.append(st)
+                    else:
+                        self._schedule_retry(st, now)
+                    continue
+            st.kept = None  # the write holds it now: _release keeps or closes it
+            self._kept.give()
+            w = _Write(st, self, op, want, st.current if st.current is not None else 1 - want,
+                       drifted=False)
+            if not inline:
+                self._submit(w)  # many became settable at once: writes in parallel
+                continue
+            successes += result.outcome is Outcome.OK
+            check = self.attr.read_opened(op) if result.outcome is Outcome.OK else None
+            self._finish(w, result, check)
+            self._release(w)
+        self._retries.add_many(at_cap, self._retries.slot(now, cap, cap))
+        self.observe_many(full, wait=wait)
 
     # -- whole sets ---------------------------------------------------------
 
     def remove(self, ifindex: int, reason: str = "") -> None:
         st = self.links.pop(ifindex, None)
+        if st is not None:
+            self._retries.discard(st)
+            self._drop_kept(st)
         if st is None or not st.state:
             return  # unknown, or vanished before its first evaluation settled: nothing was said of it
         self.stats.counts[st.state] -= 1
@@ -565,13 +692,30 @@ class Reconciler:
                 name=st.name, ifindex=st.ifindex, rule=st.rule, state=GONE, netns=self.netns, netns_name=self.ns.name,
             )
 
-    def sync(self, links: list[Link], complete: bool = True, *, wait: bool = True) -> None:
-        """Evaluate every listed link; with a complete list, forget links not in it."""
+    def sync(self, links: list[Link], complete: bool = True, *, wait: bool = True,
+             recheck_waiting: bool = True) -> None:
+        """Evaluate every listed link; with a complete list, forget links not in it.
+
+        ``recheck_waiting=False`` (the periodic resync, an overflow's re-list):
+        a waiting link whose file is kept and whose name and kind are as listed
+        is left to its retry schedule, which tries it within the cap anyway;
+        evaluating 10,000 of them in full every resync would cost more than
+        all their retries (bench/README.md, "Waiting links at scale"). Start-up,
+        reload and a renamed namespace recheck everything (the policy may
+        decide otherwise now)."""
         if complete:
             present = {link.ifindex for link in links}
             for ifindex in [i for i in self.links if i not in present]:
                 self.remove(ifindex)
-        self.observe_many([(link, False) for link in links], wait=wait)
+        todo = []
+        for link in links:
+            if not recheck_waiting:
+                st = self.links.get(link.ifindex)
+                if (st is not None and st.kept is not None and st.state == WAITING
+                        and st.name == link.name and st.kind == link.kind):
+                    continue
+            todo.append((link, False))
+        self.observe_many(todo, wait=wait)
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy

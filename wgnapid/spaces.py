@@ -303,10 +303,16 @@ def enter_covered(policy: config.Policy) -> list[NetNamespace]:
 
 
 def raise_nofile() -> None:
-    """Many namespaces need many fds (about four each): lift the soft limit to the hard one."""
+    """Many namespaces need many fds (about four each), and so do waiting links
+    (one kept file each, wgnapid.retries): lift the soft limit to the hard one.
+    (Needs no privilege; under systemd's SystemCallFilter it is prlimit64, in
+    @default.) A refusal leaves the limit as it was."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
 

@@ -45,6 +45,10 @@ ROOT_PERMISSION_HINT = (
 _GONE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.EINVAL, errno.ENXIO}
 
 
+# Shared (results are immutable): a waiting link's retry meets it thousands of times a second.
+_NOT_SETTABLE = Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
+
+
 def read_only_hint(device_dir: str) -> str:
     """Why a write got EROFS, naming the mount and the systemd setting that opens it.
 
@@ -61,7 +65,7 @@ def read_only_hint(device_dir: str) -> str:
 def _classify(exc: OSError, action: str, device_dir: str | None = None) -> Result:
     err = exc.errno
     if err == errno.EOPNOTSUPP:
-        return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
+        return _NOT_SETTABLE
     if err in _GONE_ERRNOS:
         return Result(Outcome.GONE, detail=f"{action}: {os.strerror(err)}")
     if err == errno.EROFS:
@@ -166,27 +170,33 @@ class ThreadedAttr:
     def write_opened(self, op: Opened, value: int) -> Result:
         """One pwrite of b"0\\n"/b"1\\n" at offset 0 (ValueError for other values);
         safe on a writer thread (no shared state)."""
-        if value not in (0, 1):
+        if value == 1:
+            data = b"1\n"
+        elif value == 0:
+            data = b"0\n"
+        else:
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
-        data = b"1\n" if value else b"0\n"
-        try:
+        if op.writable:
+            # (The path of every retry of a waiting link: kept short.) One write:
+            # a write racing device removal can return 0 bytes instead of
+            # failing, so anything short is a failure.
+            try:
+                written = os.pwrite(op.fd, data, 0)
+            except OSError as exc:
+                return _classify(exc, "write")
+        else:
             # Opened read-only: this open fails with the reason (EACCES, EROFS...).
-            if op.writable:
-                fd = op.fd
-            elif op.dirfd >= 0:
-                fd = os.open("threaded", os.O_WRONLY | os.O_CLOEXEC, dir_fd=op.dirfd)
-            else:
+            if op.dirfd < 0:
                 return Result(Outcome.ERROR, detail="write: opened for reading only")
-        except OSError as exc:
-            return _classify(exc, "open for write", _erofs_dir(exc, op.dirfd))
-        try:
-            # One write: a write racing device removal can return 0 bytes
-            # instead of failing, so anything short is a failure.
-            written = os.pwrite(fd, data, 0)
-        except OSError as exc:
-            return _classify(exc, "write")
-        finally:
-            if fd != op.fd:
+            try:
+                fd = os.open("threaded", os.O_WRONLY | os.O_CLOEXEC, dir_fd=op.dirfd)
+            except OSError as exc:
+                return _classify(exc, "open for write", _erofs_dir(exc, op.dirfd))
+            try:
+                written = os.pwrite(fd, data, 0)
+            except OSError as exc:
+                return _classify(exc, "write")
+            finally:
                 os.close(fd)
         if written != len(data):
             return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")

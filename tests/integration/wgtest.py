@@ -229,8 +229,10 @@ class Daemon:
 
     def __init__(self, ns: Netns, policy: Path, workdir: Path, *, log_target: str = "stderr",
                  log_level: str | None = None, runtime_dir: Path | None = None,
-                 prefix: list[str] | None = None, run_args: tuple[str, ...] = ()):
+                 prefix: list[str] | None = None, run_args: tuple[str, ...] = (),
+                 extra_env: dict | None = None):
         self.ns = ns
+        self.extra_env = extra_env or {}
         # A command the daemon runs under inside the namespace; it must exec its
         # arguments (e.g. `unshare --mount sh -c '...; exec "$@"' sh`), so that
         # self.pid stays the daemon's.
@@ -258,6 +260,7 @@ class Daemon:
     def env(self) -> dict:
         env = dict(os.environ)
         env.update(NOTIFY_SOCKET=self.notify_path, RUNTIME_DIRECTORY=str(self.runtime_dir), PYTHONUNBUFFERED="1")
+        env.update(self.extra_env)
         return env
 
     def start(self, wait_ready: bool = True) -> "Daemon":

@@ -106,6 +106,7 @@ def test_a_rename_during_the_write_names_the_link_right_and_hits_it(fakesys, att
     fakesys.add("wg0", "0\n", 5)
     attr.gate = threading.Event()
     rec = make(attr, rlog, clock)
+    rec.inline = False  # the write goes to a writer thread and is held there
     rec.observe_many([(Link(5, "wg0", "wireguard"), True)], wait=False)
     assert until(lambda: len(attr.writes) == 1)  # the write is "in the kernel"
     fakesys.rename("wg0", "r0")

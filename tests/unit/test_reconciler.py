@@ -13,7 +13,8 @@ import pytest
 from wgnapid import kernel
 from wgnapid.links import Link
 from wgnapid.log import Log
-from wgnapid.reconciler import RETRY_FIRST, Reconciler
+from wgnapid.reconciler import RETRY_CAP_SHARE, RETRY_FIRST, Reconciler
+from wgnapid.retries import SLOTS_PER_CAP
 from wgnapid.sysfs import Outcome, Result  # noqa: F401
 
 from .helpers import fake_ns, policy, rule
@@ -122,10 +123,13 @@ def test_not_settable_waits_and_backs_off_to_the_cap(fakesys, attr, rlog, clock)
     fakesys.add("wg0", "0\n", 5)
     attr.unsettable.add("wg0")
     rec = make(attr, rlog, clock, pending_max_delay=1.5)
+    cap = 1.5 * RETRY_CAP_SHARE
+    slot = cap / SLOTS_PER_CAP
     st = rec.observe(WG)
     assert st.state == "waiting"
     assert "peer" in st.reason
-    assert rec.next_retry() == pytest.approx(clock.t + RETRY_FIRST)
+    # The first retry: RETRY_FIRST rounded to the slot grid, never later than one slot.
+    assert clock.t < rec.next_retry() <= clock.t + max(RETRY_FIRST, slot) + 1e-9
 
     delays = []
     for _ in range(9):
@@ -133,7 +137,12 @@ def test_not_settable_waits_and_backs_off_to_the_cap(fakesys, attr, rlog, clock)
         clock.t = due
         rec.retry_due()
         delays.append(rec.next_retry() - clock.t)
-    assert delays == pytest.approx([0.2, 0.4, 0.8, 1.35, 1.35, 1.35, 1.35, 1.35, 1.35])
+    # Doubling, each rounded down to the grid (never above what was asked), up
+    # to the cap; a link retried on its slot keeps its phase: exactly the cap.
+    asked = [0.2, 0.4, 0.8, cap, cap, cap, cap, cap, cap]
+    for d, a in zip(delays, asked):
+        assert a - slot - 1e-9 <= d <= a + 1e-9
+    assert delays[4:] == pytest.approx([cap] * 5)
     assert len(attr.writes) == 10
     assert fakesys.get("wg0") == "0\n"
     # One state change logged, however many retries.
@@ -190,8 +199,10 @@ def test_several_waiting_links_are_retried_in_due_order(fakesys, attr, rlog, clo
         fakesys.add(name, "0\n", i)
         attr.unsettable.add(name)
     rec = make(attr, rlog, clock)
+    slot = 2 * RETRY_CAP_SHARE / SLOTS_PER_CAP
+    clock.t = 1000.0 + slot * 0.1  # just after a grid point
     rec.observe(Link(1, "wg0", "wireguard"))
-    clock.t += 0.05
+    clock.t += slot  # a slot later: wg1's first retry falls in a later slot
     rec.observe(Link(2, "wg1", "wireguard"))
     clock.t = rec.next_retry()  # wg0's
     rec.retry_due()
@@ -581,6 +592,7 @@ def start_held_write(fakesys, attr, rlog, clock):
     fakesys.add("wg0", "0\n", 5)
     attr.gate = threading.Event()
     rec = make(attr, rlog, clock)
+    rec.inline = False  # a lone write would be made inline: this is the writer path
     rec.observe_many([(WG, True)], wait=False)
     return rec
 
@@ -643,6 +655,7 @@ def test_a_writer_that_raises_fails_the_link_and_keeps_working(fakesys, attr, rl
 def test_close_ends_the_writer_threads(fakesys, attr, rlog, clock):
     fakesys.add("wg0", "0\n", 5)
     rec = make(attr, rlog, clock)
+    rec.inline = False
     rec.observe_many([(WG, True)])
     threads = list(rec._writers.threads)
     assert threads and all(t.is_alive() for t in threads)
@@ -737,6 +750,7 @@ def test_reconcilers_share_writer_threads_and_each_gets_its_own_results(fakesys,
     a = _in_ns(attr, rlog, clock, "a", rule("all", "on"), ino=11, writers=pool)
     b = _in_ns(attr, rlog, clock, "b", rule("all", "on"), ino=12, writers=pool)
     assert a.completions == b.completions == pool.fd
+    a.inline = b.inline = False
     a.observe_many([(WG, True)], wait=False)
     b.observe_many([(VETH, True)], wait=False)
     while a.in_flight or b.in_flight:

@@ -377,4 +377,6 @@ def test_install_starts_the_service(guest):
     assert r.returncode == 0, r.stdout + r.stderr
     assert guest.systemctl("is-enabled", "wgnapid").stdout.strip() == "enabled"
     assert guest.unit_property("wgnapid", "ActiveState") == "active"
-    assert guest.run("test", "-f", "/run/wgnapid/status.json").returncode == 0
+    # The daemon's status document: one per network namespace (status-<netns inode>.json).
+    r = guest.sh("ls /run/wgnapid/status-*.json")
+    assert r.returncode == 0 and r.stdout.strip(), r.stdout + r.stderr

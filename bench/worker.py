@@ -197,7 +197,6 @@ class Run:
         """Capture the RTM_NEWLINK events of tun creation, then time parsing them
         with pyroute2 and with wgnapid's reader, under each virtualenv."""
         import socket
-        import subprocess
 
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
         sock.bind((0, 1))
@@ -215,19 +214,26 @@ class Run:
         path = os.path.join(self.workdir, "newlink.bin")
         with open(path, "wb") as f:
             f.write(capture)
+        self.out["parse"] = []
+        for r, venv in self._under_each_venv("bench.parsecost", path):
+            if r.returncode == 0:
+                self.out["parse"].append(dict(json.loads(r.stdout), venv=venv))
+
+    def _under_each_venv(self, module: str, *args: str):
+        """Run ``python -m module args`` under this virtualenv and, when it is
+        another one, .venv-debian13 too: yields (CompletedProcess, venv name)."""
+        import subprocess
+
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         pythons = [sys.executable]
         other = os.path.join(repo, ".venv-debian13", "bin", "python")
         if os.path.exists(other) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.dirname(os.path.dirname(other))):
             pythons.append(other)
-        self.out["parse"] = []
+        pypath = os.pathsep.join(p for p in (self.spec.get("snapshot"), repo) if p)
         for py in pythons:
-            pypath = os.pathsep.join(p for p in (self.spec.get("snapshot"), repo) if p)
-            r = subprocess.run([py, "-m", "bench.parsecost", path], capture_output=True, text=True,
+            r = subprocess.run([py, "-m", module, *args], capture_output=True, text=True,
                                cwd=self.workdir, env=dict(os.environ, PYTHONPATH=pypath))
-            if r.returncode == 0:
-                venv = os.path.basename(sys.prefix if py == sys.executable else os.path.dirname(os.path.dirname(py)))
-                self.out["parse"].append(dict(json.loads(r.stdout), venv=venv))
+            yield r, os.path.basename(sys.prefix if py == sys.executable else os.path.dirname(os.path.dirname(py)))
 
     def identity(self) -> None:
         """CPU per sysfs access with and without the identity proof (bench.identitycost),
@@ -250,21 +256,9 @@ class Run:
     def stallcost(self) -> None:
         """The stall watch's decode + judge cost per window for 1,000 peers, and
         its RSS, under each virtualenv (bench/stallcost.py; no WireGuard here)."""
-        import subprocess
-
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        pythons = [sys.executable]
-        other = os.path.join(repo, ".venv-debian13", "bin", "python")
-        if os.path.exists(other) and os.path.realpath(sys.prefix) != os.path.realpath(os.path.dirname(os.path.dirname(other))):
-            pythons.append(other)
         self.out["stallcost"] = []
-        for py in pythons:
-            pypath = os.pathsep.join(p for p in (self.spec.get("snapshot"), repo) if p)
-            r = subprocess.run([py, "-m", "bench.stallcost", str(self.spec.get("peers", 1000))],
-                               capture_output=True, text=True, cwd=self.workdir,
-                               env=dict(os.environ, PYTHONPATH=pypath))
+        for r, venv in self._under_each_venv("bench.stallcost", str(self.spec.get("peers", 1000))):
             if r.returncode == 0:
-                venv = os.path.basename(sys.prefix if py == sys.executable else os.path.dirname(os.path.dirname(py)))
                 self.out["stallcost"].append(dict(json.loads(r.stdout), venv=venv))
             else:
                 self.out.setdefault("stallcost_errors", []).append(r.stderr[-2000:])

@@ -113,6 +113,20 @@ def _messages(buf: bytes):
         offset += (length + 3) & ~3
 
 
+def recv_pending(sock: socket.socket, size: int) -> bytes | None:
+    """One datagram from a non-blocking netlink event socket, or None when none
+    is pending. Raises Overflow on ENOBUFS (the kernel dropped events for this
+    socket: only a full re-read is correct now), other OSErrors as they are."""
+    try:
+        return sock.recv(size)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENOBUFS:
+            raise Overflow() from None
+        raise
+
+
 def _socket(groups: int) -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
     sock.bind((0, groups))
@@ -211,14 +225,9 @@ class NetlinkSource:
         events were lost."""
         events: list[LinkEvent] = []
         while len(events) < MAX_BATCH:
-            try:
-                buf = self.sock.recv(_RECV_SIZE)
-            except BlockingIOError:
+            buf = recv_pending(self.sock, _RECV_SIZE)
+            if buf is None:
                 return events
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    raise Overflow() from None
-                raise
             for mtype, _flags, _seq, data, start, end in _messages(buf):
                 if (mtype == RTM_NEWLINK or mtype == RTM_DELLINK) and (
                     link := parse_link(data, start, end)

@@ -27,6 +27,8 @@ import struct
 import sys
 import threading
 
+from wgnapid.links import Overflow, recv_pending  # noqa: F401 - Overflow (events lost: look at every thread again) is raised here and caught by placement
+
 NETLINK_CONNECTOR = 11
 CN_IDX_PROC = CN_VAL_PROC = 1
 PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE = 1, 2
@@ -49,10 +51,6 @@ _DATA_OFF = _EV_OFF + _EVENT.size  # 52: its event_data
 
 class Unavailable(Exception):
     """The connector cannot be used here; the message says why in one line."""
-
-
-class Overflow(Exception):
-    """Events were lost (ENOBUFS): look at every thread again."""
 
 
 def _be(value: int) -> int:
@@ -160,14 +158,9 @@ class ProcEvents:
         Raises Overflow when events were lost."""
         pids: list[int] = []
         while True:
-            try:
-                buf = self.sock.recv(1 << 16)
-            except BlockingIOError:
+            buf = recv_pending(self.sock, 1 << 16)
+            if buf is None:
                 return pids
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    raise Overflow() from None
-                raise
             off = 0
             while off + _NLMSGHDR.size <= len(buf):
                 length = _NLMSGHDR.unpack_from(buf, off)[0]

@@ -24,7 +24,7 @@ from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.policy import decide
 from wgnapid.retries import KeptFds, RetrySchedule
-from wgnapid.sysfs import Opened, Outcome, Result
+from wgnapid.sysfs import VALUE_BYTES, Opened, Outcome, Result
 
 RETRY_FIRST = 0.1  # seconds; doubles up to RETRY_CAP_SHARE * pending_max_delay
 # Retries of a waiting link are at most 90% of pending_max_delay apart: the other
@@ -637,30 +637,30 @@ class Reconciler:
         get the full evaluation: proof, read, decision, write."""
         now = self.clock()
         full: list[tuple[Link, bool]] = []
-        successes = 0
+        successes = refused = 0
         # Links already at the cap and still waiting all go to one slot.
         cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
         at_cap: list[LinkState] = []
-        for st in self._retries.take(now):
-            if self.links.get(st.ifindex) is not st:
-                continue
+        retry_kept, native, inline_ok = self.attr.retry_kept, self.native, self.inline
+        due = self._retries.take(now)  # (a removed link's retry was discarded: not in it)
+        for st in due:
             op = st.kept
-            if op is None or st.writing or (self.native and st.kind == "wireguard"):
+            if op is None or st.writing or (native and st.kind == "wireguard"):
                 full.append((Link(st.ifindex, st.name, st.kind), False))
                 continue
             want = 1 if st.wanted == "on" else 0
-            self.stats.evaluations += 1
-            inline = self.inline and successes < RETRY_INLINE_SUCCESSES
+            inline = inline_ok and successes < RETRY_INLINE_SUCCESSES
             if inline:
-                result = self.attr.write_opened(op, want)
-                if result.outcome is Outcome.NOT_SETTABLE:
-                    # The common case, kept cheap: no read, no log, no state change.
-                    self.stats.writes += 1
+                result = retry_kept(op, VALUE_BYTES[want])
+                if result is None:
+                    # The common case, kept to one pwrite: no read, no log, no state change.
+                    refused += 1
                     if st.retry_delay == cap:
                         at_cap.append(st)
                     else:
                         self._schedule_retry(st, now)
                     continue
+            self.stats.evaluations += 1
             st.kept = None  # the write holds it now: _release keeps or closes it
             self._kept.give()
             w = _Write(st, self, op, want, st.current if st.current is not None else 1 - want,
@@ -672,6 +672,8 @@ class Reconciler:
             check = self.attr.read_opened(op) if result.outcome is Outcome.OK else None
             self._finish(w, result, check)
             self._release(w)
+        self.stats.evaluations += refused
+        self.stats.writes += refused
         self._retries.add_many(at_cap, self._retries.slot(now, cap, cap))
         self.observe_many(full, wait=wait)
 

@@ -45,6 +45,9 @@ ROOT_PERMISSION_HINT = (
 _GONE_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.EINVAL, errno.ENXIO}
 
 
+# What is written for each value: one pwrite at offset 0.
+VALUE_BYTES = {0: b"0\n", 1: b"1\n"}
+
 # Shared (results are immutable): a waiting link's retry meets it thousands of times a second.
 _NOT_SETTABLE = Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
 
@@ -170,11 +173,8 @@ class ThreadedAttr:
     def write_opened(self, op: Opened, value: int) -> Result:
         """One pwrite of b"0\\n"/b"1\\n" at offset 0 (ValueError for other values);
         safe on a writer thread (no shared state)."""
-        if value == 1:
-            data = b"1\n"
-        elif value == 0:
-            data = b"0\n"
-        else:
+        data = VALUE_BYTES.get(value)
+        if data is None:
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
         if op.writable:
             # (The path of every retry of a waiting link: kept short.) One write:
@@ -201,6 +201,24 @@ class ThreadedAttr:
         if written != len(data):
             return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
         return Result(Outcome.OK, value=value)
+
+    def retry_kept(self, op: Opened, data: bytes) -> Result | None:
+        """The retry of a waiting link's kept file (opened for writing): one
+        pwrite of ``data`` (VALUE_BYTES[value]) at offset 0.
+
+        None when the kernel still refuses it with EOPNOTSUPP (no NAPI instance
+        yet, KERNEL-FACTS.md): the answer thousands of waiting links get every
+        retry, so that case is one syscall and nothing else (bench/README.md,
+        "Waiting links at scale"). Any other answer is write_opened's Result."""
+        try:
+            written = os.pwrite(op.fd, data, 0)
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                return None
+            return _classify(exc, "write")
+        if written != len(data):
+            return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
+        return Result(Outcome.OK, value=1 if data == VALUE_BYTES[1] else 0)
 
     def close(self, op: Opened) -> None:
         """Close what ``open`` opened (the attribute, and the kept directory)."""

@@ -29,6 +29,10 @@ def read(fd):
         return os.pread(fd, 16, 0).decode().strip()
     except OSError as e:
         return -e.errno
+from wgnapid.sysfs import Opened, ThreadedAttr
+def retry(fd):  # wgnapid's retry of a kept file: None while EOPNOTSUPP
+    r = ThreadedAttr().retry_kept(Opened("va0", fd, True), b"1\n")
+    return None if r is None else [r.outcome.value, r.value]
 def read_path(p):
     with open(p) as f:
         return f.read().strip()
@@ -36,11 +40,14 @@ out = {}
 ip("link", "add", "va0", "type", "veth", "peer", "name", "vb0")
 fd = os.open("/sys/class/net/va0/threaded", os.O_RDWR)
 out["waiting"] = write(fd)
+out["retry_waiting"] = retry(fd)
 ip("link", "set", "va0", "name", "vr0")
 ip("link", "add", "va0", "type", "veth", "peer", "name", "vb1")  # another link takes the name
 out["renamed_waiting"] = write(fd)
+out["retry_renamed_waiting"] = retry(fd)
 ip("link", "set", "vr0", "up")
 subprocess.run(["ethtool", "-K", "vr0", "gro", "on"], check=True, capture_output=True, timeout=60)
+out["retry_renamed_settable"] = retry(fd)
 out["renamed_settable"] = write(fd)
 out["renamed_reads"] = read_path("/sys/class/net/vr0/threaded")
 out["other_reads"] = read_path("/sys/class/net/va0/threaded")
@@ -48,6 +55,7 @@ ip("link", "del", "va0")
 ip("link", "del", "vr0")  # the kept file's device; must not wait for the fd
 out["deleted_write"] = write(fd)
 out["deleted_read"] = read(fd)
+out["retry_deleted"] = retry(fd)
 ip("link", "add", "vr0", "type", "veth", "peer", "name", "vb2")
 ip("link", "set", "vr0", "up")
 subprocess.run(["ethtool", "-K", "vr0", "gro", "on"], check=True, capture_output=True, timeout=60)
@@ -71,6 +79,11 @@ def test_a_kept_threaded_file_follows_its_device_and_fails_with_enodev_once_it_i
     # Deleted (promptly, although the fd was open): ENODEV, never another link.
     assert out["deleted_write"] == out["deleted_read"] == -errno.ENODEV
     assert out["recreated_write"] == -errno.ENODEV and out["new_link_reads"] == "0"
+    # ThreadedAttr.retry_kept, the daemon's retry, on the same file: None while
+    # waiting (renamed or not), the value once settable, gone once deleted.
+    assert out["retry_waiting"] is None and out["retry_renamed_waiting"] is None
+    assert out["retry_renamed_settable"] == ["ok", 1]
+    assert out["retry_deleted"] == ["gone", None]
 
 
 def _threaded_fds(pid: int) -> dict[int, str]:

@@ -14,7 +14,7 @@ from wgnapid.config import DaemonConfig, Policy, Rule
 from wgnapid.links import Link
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace, NsId
-from wgnapid.sysfs import Outcome, Result, ThreadedAttr
+from wgnapid.sysfs import VALUE_BYTES, Outcome, Result, ThreadedAttr
 
 
 def rule(name, threaded="on", kinds=("*",), interfaces=("*",), netns=("*",)):
@@ -168,3 +168,8 @@ class Attr(ThreadedAttr):
         if ifname in self.ignore_writes:
             return Result(Outcome.OK, value=value)
         return super().write_opened(op, value)
+
+    def retry_kept(self, op, data):
+        # The retry's one pwrite, answered as write_opened answers (recorded).
+        result = self.write_opened(op, 1 if data == VALUE_BYTES[1] else 0)
+        return None if result.outcome is Outcome.NOT_SETTABLE else result

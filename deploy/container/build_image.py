@@ -5,7 +5,7 @@
 
 1. The base: a Debian 13 root made by debootstrap with wgnapid's runtime
    dependencies (python3-pydantic, python3-pyroute2, python3-pyudev,
-   python3-systemd), built and cached by tests/debian/mkroot (under
+   libsystemd0), built and cached by tests/debian/mkroot (under
    /var/cache/wgnapid-ci/debian13), imported into podman (`podman import`)
    under a temporary name. No image registry is contacted, ever.
 2. The wgnapid Debian package: --deb FILE, or built here from this tree with
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests" / "debian"))
 import debroot  # noqa: E402  (issue 12's Debian 13 roots: mkroot, overlays, a clean tree)
 
 # Root filesystem layer name in mkroot's cache, and what goes into it.
-RUNTIME_PACKAGES = "python3-pydantic python3-pyroute2 python3-pyudev python3-systemd"
+RUNTIME_PACKAGES = "python3-pydantic python3-pyroute2 python3-pyudev libsystemd0"
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 
 

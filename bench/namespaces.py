@@ -386,8 +386,14 @@ def main() -> int:
     res = json.loads(out.stdout)
     shared = shared or subprocess.run(["pgrep", "-f", "qemu-system|python.* -m pytest"],
                                       capture_output=True).returncode == 0
-    git = subprocess.run(["git", "-C", os.path.dirname(HERE), "describe", "--always", "--dirty"],
+    # The daemon's code: the last commit that changed wgnapid/, and whether
+    # wgnapid/ has changes beside it (the bench's own outputs do not count).
+    top = os.path.dirname(HERE)
+    git = subprocess.run(["git", "-C", top, "log", "-1", "--format=%h", "--", "wgnapid"],
                          capture_output=True, text=True).stdout.strip()
+    if subprocess.run(["git", "-C", top, "status", "--porcelain", "--", "wgnapid"],
+                      capture_output=True, text=True).stdout.strip():
+        git += " with uncommitted changes"
     meta = {"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "kernel": os.uname().release,
             "cpus": os.cpu_count(), "load_before": " ".join(f"{x:.1f}" for x in load_before),
             "load_after": " ".join(f"{x:.1f}" for x in os.getloadavg()), "git": git,

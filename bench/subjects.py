@@ -79,6 +79,17 @@ def wgnapid_command() -> list[str]:
     return [sys.executable, "-m", "wgnapid"]
 
 
+def terminate(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s; reaped."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Wgnapid:
     name = "wgnapid"
 
@@ -160,13 +171,7 @@ class Wgnapid:
         if self.pyspy and self.pyspy.poll() is None:
             self.pyspy.send_signal(signal.SIGINT)
             self.pyspy.wait(30)
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 class Alternative:
@@ -205,13 +210,7 @@ class Alternative:
         return {}
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 def make(kind: str, workdir: str, profile: str | None = None, snapshot: str | None = None):

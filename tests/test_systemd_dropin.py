@@ -1,4 +1,4 @@
-"""systemd/wgnapid.service.d/namespaces-all.conf: the drop-in for daemon.namespaces = "all".
+"""systemd/drop-ins/namespaces-all.conf: the drop-in for daemon.namespaces = "all".
 
 The unit itself is tested in test_systemd_unit.py (and stays as hardened as it
 is for "self"); here the unit plus this drop-in, laid out as systemd finds them
@@ -13,7 +13,7 @@ import pytest
 
 from test_systemd_unit import MAX_EXPOSURE, UNIT, analyze, needs_analyze, parse_unit, runnable_unit, words
 
-DROPIN = UNIT.parent / "wgnapid.service.d" / "namespaces-all.conf"
+DROPIN = UNIT.parent / "drop-ins" / "namespaces-all.conf"
 # The README states the measured score (2.3 with systemd 252).
 
 

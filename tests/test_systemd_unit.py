@@ -66,7 +66,7 @@ def unit_copy(tmp_path):
 def unit_with_dropin(unit_copy):
     """unit_copy with the venv drop-in beside it, its commands pointing at a real binary."""
     true = shutil.which("true") or "/bin/true"
-    text = (UNIT.parent / "wgnapid.service.d" / "venv.conf").read_text()
+    text = (UNIT.parent / "drop-ins" / "venv.conf").read_text()
     text, n = re.subn(r"(?m)^(Exec(?:Start|Reload))=/opt/wgnapid/bin/wgnapid\b", rf"\1={true}", text)
     assert n == 2
     (unit_copy.parent / "wgnapid.service.d").mkdir()
@@ -179,7 +179,7 @@ def test_a_crash_loop_ends_in_failed(unit):
 def test_documentation_is_valid(unit):
     docs = words(unit, "Unit", "Documentation")
     assert docs and all(re.match(r"(man:[\w.-]+\(\d\)|file:/|https?://)", d) for d in docs), docs
-    dropin = parse_unit((UNIT.parent / "wgnapid.service.d" / "venv.conf").read_text())
+    dropin = parse_unit((UNIT.parent / "drop-ins" / "venv.conf").read_text())
     # The venv install's drop-in names the README it installs (README.md, "Install").
     # It resets the list: the man pages are the Debian package's, not installed here.
     assert dropin["Unit"]["Documentation"] == ["", "file:///opt/wgnapid/share/doc/wgnapid/README.md"]
@@ -188,6 +188,6 @@ def test_documentation_is_valid(unit):
 
 
 def test_venv_dropin_moves_both_commands(unit):
-    dropin = parse_unit((UNIT.parent / "wgnapid.service.d" / "venv.conf").read_text())
+    dropin = parse_unit((UNIT.parent / "drop-ins" / "venv.conf").read_text())
     assert dropin["Service"]["ExecStart"] == ["", "/opt/wgnapid/bin/wgnapid run"]
     assert dropin["Service"]["ExecReload"] == ["", "/opt/wgnapid/bin/wgnapid reload"]

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from wgnapid import __version__, config, ifname, kernel
+from wgnapid import DROP_INS, __version__, config, ifname, kernel
 from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journald_reachable
 
 # EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus=78 stops systemd
@@ -103,7 +103,7 @@ def _need_namespace_privileges(policy: config.Policy | None) -> str | None:
         return None
     return (f'daemon.namespaces = "all" needs CAP_SYS_ADMIN (to enter each network namespace and '
             f"mount its sysfs) and CAP_SYS_PTRACE (to see every process's namespace); missing: "
-            f"{', '.join(missing)} (the unit needs systemd/wgnapid.service.d/namespaces-all.conf)")
+            f"{', '.join(missing)} (the unit needs the drop-in namespaces-all.conf: {DROP_INS})")
 
 
 def _need_privileges() -> str | None:

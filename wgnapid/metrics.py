@@ -18,6 +18,8 @@ import os
 import time
 from typing import Callable
 
+from wgnapid import DROP_INS
+
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.exposition import write_to_textfile
@@ -156,8 +158,8 @@ class MetricsFile:
         except OSError as exc:
             error = f"cannot write {self.path}: {exc.strerror}"
             if error != self._error:
-                self.log.error("metrics", error + " (is its directory writable? see "
-                               "systemd/wgnapid.service.d/metrics.conf)")
+                self.log.error("metrics", error + " (is its directory writable? see the drop-in "
+                               f"metrics.conf: {DROP_INS})")
                 self._error = error
             return False
         finally:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from wgnapid import procevents
+from wgnapid import DROP_INS, procevents
 from wgnapid.napithreads import NapiThread, NapiThreads, format_cpus, read_thread, thread_matches
 
 SCHED_POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
@@ -149,8 +149,8 @@ class PlacementError(Exception):
 def _why(exc: OSError, what: str) -> str:
     hint = ""
     if exc.errno == errno.EPERM:
-        hint = (": needs CAP_SYS_NICE, and a unit that allows it (systemd/wgnapid.service.d: "
-                "placement.conf; realtime.conf for fifo/rr)")
+        hint = (": needs CAP_SYS_NICE, and a unit that allows it (the drop-ins placement.conf, "
+                f"and realtime.conf for fifo/rr: {DROP_INS})")
     elif exc.errno == errno.EINVAL and what == "affinity":
         hint = ": none of those CPUs is online or allowed for the thread"
     return f"setting {what}: {os.strerror(exc.errno or 0)}{hint}"

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def test_deb_contents(built):
     paths = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
     for want in ("/usr/bin/wgnapid", "/usr/lib/systemd/system/wgnapid.service",
                  "/etc/wgnapid/wgnapid.toml", "/usr/share/man/man8/wgnapid.8.gz",
-                 "/usr/share/man/man5/wgnapid.toml.5.gz", "/usr/share/doc/wgnapid/copyright"):
+                 "/usr/share/man/man5/wgnapid.toml.5.gz", "/usr/share/doc/wgnapid/copyright",
+                 *(f"/usr/share/doc/wgnapid/examples/{n}.conf"
+                   for n in ("namespaces-all", "placement", "realtime", "metrics"))):
         assert want in paths, f"{want} not in the package:\n{listing}"
     assert not any("/tests/" in p for p in paths), "the test suite was installed"
     control = subprocess.run(["dpkg-deb", "-I", deb, "conffiles"], capture_output=True, text=True,
@@ -167,6 +170,14 @@ def test_sdist_and_wheel_pass_twine_check(built):
         built["pybuild"]
     assert built["twine_rc"] == 0 and "PASSED" in built["twine"], built["twine"]
     assert "FAILED" not in built["twine"] and "WARNING" not in built["twine"], built["twine"]
+    # The sdist carries what the README's install from source uses: the unit,
+    # every drop-in, the default policy.
+    sdist = next(p for p in built["dist"].iterdir() if p.name.endswith(".tar.gz"))
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    want = {"systemd/wgnapid.service", "config/wgnapid.toml",
+            *(f"systemd/drop-ins/{n}.conf" for n in ("venv", "namespaces-all", "placement", "realtime", "metrics"))}
+    assert want <= names, sorted(want - names)
 
 
 @pytest.fixture(scope="module")

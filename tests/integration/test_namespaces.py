@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -266,6 +267,9 @@ def test_without_cap_sys_admin_all_is_one_line_and_non_zero(sandbox, tmp_path):
             continue
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "CAP_SYS_ADMIN" in lines[0] and 'namespaces = "all"' in lines[0], res.stderr
+        # It names the drop-in that grants them, and where it is shipped.
+        assert "namespaces-all.conf" in lines[0] and "systemd/drop-ins/" in lines[0], lines[0]
+        assert (Path(__file__).parents[2] / "systemd" / "drop-ins" / "namespaces-all.conf").is_file()
 
 
 def test_udev_source_sees_events_inside_entered_namespaces(sandbox, sb_daemon, tmp_path):

@@ -24,7 +24,7 @@ from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.policy import decide
 from wgnapid.retries import KeptFds, RetrySchedule
-from wgnapid.sysfs import VALUE_BYTES, Opened, Outcome, Result
+from wgnapid.sysfs import Opened, Outcome, Result
 
 RETRY_FIRST = 0.1  # seconds; doubles up to RETRY_CAP_SHARE * pending_max_delay
 # Retries of a waiting link are at most 90% of pending_max_delay apart: the other
@@ -641,7 +641,7 @@ class Reconciler:
         # Links already at the cap and still waiting all go to one slot.
         cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
         at_cap: list[LinkState] = []
-        retry_kept, native, inline_ok = self.attr.retry_kept, self.native, self.inline
+        pwrite, native, inline_ok = self.attr.pwrite, self.native, self.inline
         due = self._retries.take(now)  # (a removed link's retry was discarded: not in it)
         for st in due:
             op = st.kept
@@ -651,7 +651,7 @@ class Reconciler:
             want = 1 if st.wanted == "on" else 0
             inline = inline_ok and successes < RETRY_INLINE_SUCCESSES
             if inline:
-                result = retry_kept(op, VALUE_BYTES[want])
+                result = pwrite(op, want)
                 if result is None:
                     # The common case, kept to one pwrite: no read, no log, no state change.
                     refused += 1

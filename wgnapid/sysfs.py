@@ -173,17 +173,10 @@ class ThreadedAttr:
     def write_opened(self, op: Opened, value: int) -> Result:
         """One pwrite of b"0\\n"/b"1\\n" at offset 0 (ValueError for other values);
         safe on a writer thread (no shared state)."""
-        data = VALUE_BYTES.get(value)
-        if data is None:
+        if value not in VALUE_BYTES:
             raise ValueError(f"threaded value must be 0 or 1, not {value!r}")
         if op.writable:
-            # (The path of every retry of a waiting link: kept short.) One write:
-            # a write racing device removal can return 0 bytes instead of
-            # failing, so anything short is a failure.
-            try:
-                written = os.pwrite(op.fd, data, 0)
-            except OSError as exc:
-                return _classify(exc, "write")
+            result = self.pwrite(op, value)
         else:
             # Opened read-only: this open fails with the reason (EACCES, EROFS...).
             if op.dirfd < 0:
@@ -193,23 +186,24 @@ class ThreadedAttr:
             except OSError as exc:
                 return _classify(exc, "open for write", _erofs_dir(exc, op.dirfd))
             try:
-                written = os.pwrite(fd, data, 0)
-            except OSError as exc:
-                return _classify(exc, "write")
+                result = self.pwrite(Opened(op.ifname, fd, True), value)
             finally:
                 os.close(fd)
-        if written != len(data):
-            return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
-        return Result(Outcome.OK, value=value)
+        return _NOT_SETTABLE if result is None else result
 
-    def retry_kept(self, op: Opened, data: bytes) -> Result | None:
-        """The retry of a waiting link's kept file (opened for writing): one
-        pwrite of ``data`` (VALUE_BYTES[value]) at offset 0.
+    def pwrite(self, op: Opened, value: int) -> Result | None:
+        """One pwrite of VALUE_BYTES[value] at offset 0 on ``op`` (opened for
+        writing): the one write of this module, and by itself the retry of a
+        waiting link's kept file.
 
-        None when the kernel still refuses it with EOPNOTSUPP (no NAPI instance
-        yet, KERNEL-FACTS.md): the answer thousands of waiting links get every
+        None when the kernel refuses it with EOPNOTSUPP (no NAPI instance yet,
+        KERNEL-FACTS.md): the answer thousands of waiting links get every
         retry, so that case is one syscall and nothing else (bench/README.md,
-        "Waiting links at scale"). Any other answer is write_opened's Result."""
+        "Waiting links and one link at a time"). Otherwise Result(OK, value),
+        or the errno's outcome; a write racing device removal can return 0
+        bytes instead of failing, so anything short is GONE. KeyError for a
+        value other than 0 and 1."""
+        data = VALUE_BYTES[value]
         try:
             written = os.pwrite(op.fd, data, 0)
         except OSError as exc:
@@ -218,7 +212,7 @@ class ThreadedAttr:
             return _classify(exc, "write")
         if written != len(data):
             return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
-        return Result(Outcome.OK, value=1 if data == VALUE_BYTES[1] else 0)
+        return Result(Outcome.OK, value=value)
 
     def close(self, op: Opened) -> None:
         """Close what ``open`` opened (the attribute, and the kept directory)."""

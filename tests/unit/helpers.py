@@ -14,7 +14,7 @@ from wgnapid.config import DaemonConfig, Policy, Rule
 from wgnapid.links import Link
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace, NsId
-from wgnapid.sysfs import VALUE_BYTES, Outcome, Result, ThreadedAttr
+from wgnapid.sysfs import Outcome, Result, ThreadedAttr
 
 
 def rule(name, threaded="on", kinds=("*",), interfaces=("*",), netns=("*",)):
@@ -154,7 +154,8 @@ class Attr(ThreadedAttr):
         self.gate: threading.Event | None = None  # when set: writes wait for it
         self.raising: set[str] = set()
 
-    def write_opened(self, op, value):
+    def pwrite(self, op, value):
+        # Every write (write_opened's and a retry's) is this one pwrite.
         ifname = op.ifname
         self.writes.append((ifname, value))
         if self.gate is not None:
@@ -162,14 +163,10 @@ class Attr(ThreadedAttr):
         if ifname in self.raising:
             raise RuntimeError("writer bug")
         if ifname in self.unsettable:
-            return Result(Outcome.NOT_SETTABLE, detail="no NAPI instance yet")
+            return None  # EOPNOTSUPP: no NAPI instance yet
         if ifname in self.forced:
-            return self.forced[ifname]
+            forced = self.forced[ifname]
+            return None if forced.outcome is Outcome.NOT_SETTABLE else forced
         if ifname in self.ignore_writes:
             return Result(Outcome.OK, value=value)
-        return super().write_opened(op, value)
-
-    def retry_kept(self, op, data):
-        # The retry's one pwrite, answered as write_opened answers (recorded).
-        result = self.write_opened(op, 1 if data == VALUE_BYTES[1] else 0)
-        return None if result.outcome is Outcome.NOT_SETTABLE else result
+        return super().pwrite(op, value)

@@ -43,12 +43,12 @@ class KernfsAttr(Attr):
         self.closed.append(op.fd)
         super().close(op)
 
-    def write_opened(self, op, value):
+    def pwrite(self, op, value):
         if os.fstat(op.fd).st_nlink == 0:
             self.writes.append((op.ifname, value))
             return _classify(OSError(errno.ENODEV, os.strerror(errno.ENODEV)), "write")
         self.times.append((op.ifname, self.clock.t))
-        return super().write_opened(op, value)
+        return super().pwrite(op, value)
 
 
 @pytest.fixture

@@ -170,3 +170,13 @@ class Attr(ThreadedAttr):
         if ifname in self.ignore_writes:
             return Result(Outcome.OK, value=value)
         return super().pwrite(op, value)
+
+
+def write(path: Path, text: str | bytes) -> str:
+    """A policy file (text, or bytes for encoding tests) at ``path``; its path as a string."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)

@@ -11,18 +11,11 @@ import pytest
 from wgnapid import config
 from wgnapid.config import BUILTIN, ConfigError
 
+from .helpers import write
+
 REPO = Path(__file__).resolve().parents[2]
 
 VALID_RULE = '[[rules]]\nname = "r"\nthreaded = "on"\n'
-
-
-def write(path: Path, text: str | bytes) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
-    return str(path)
 
 
 def errors_of(path: str) -> list[str]:

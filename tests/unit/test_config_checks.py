@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from wgnapid import config
 from wgnapid.config import ConfigError
 
+from .helpers import write
+
 RULE = '[[rules]]\nname = "{name}"\nkinds = {kinds}\ninterfaces = {interfaces}\nthreaded = "on"\n'
-
-
-def write(path: Path, text: str | bytes) -> str:
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
-    return str(path)
 
 
 def load_error(path: str) -> list[str]:

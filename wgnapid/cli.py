@@ -244,7 +244,7 @@ def cmd_apply(args, policy: config.Policy) -> int:
 def _daemon_status(netns: int) -> dict | None:
     """The published view of a live daemon covering network namespace ``netns``
     (nsfs inode), or None. Daemons of other namespaces are never merged."""
-    from wgnapid.daemon import status_documents
+    from wgnapid.status import status_documents
 
     for doc in status_documents():
         if netns in (doc.get("covers") or [doc.get("netns")]):
@@ -278,7 +278,7 @@ def status_document(policy: config.Policy) -> dict:
     known = {(l.get("netns"), l["ifindex"], l.get("name_hex")): l
              for l in daemon["links"]} if daemon else {}
     threads = NapiThreads()
-    names = [st.name for st in states]
+    names = threads.known(st.name for st in states)
     mitigating = kernel.native_handling(policy.daemon.kernel_guard, verdict) == kernel.MITIGATE
     links, summary = [], {}
     for st in states:

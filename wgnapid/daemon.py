@@ -18,11 +18,11 @@ from wgnapid.policywatch import PolicyWatch
 from wgnapid.reconciler import Reconciler, shared_writers, summary_text
 from wgnapid.retries import KeptFds
 from wgnapid.spaces import Space, Spaces, raise_nofile
+from wgnapid.status import LinkRows, status_path
 from wgnapid.stallwatch import StallWatch
 from wgnapid.summary import pass_summary
 
 STATUS_MIN_INTERVAL = 1.0  # seconds between status-file writes while things change
-DEFAULT_RUNTIME_DIR = "/run/wgnapid"
 
 
 NOTIFY_TIMEOUT = 1.0  # seconds a READY=1/STOPPING=1/... may wait for a full receiver queue
@@ -47,37 +47,6 @@ def notify(message: str, *, block: bool = True) -> bool:
         return True
     except OSError:
         return False
-
-
-def runtime_dir() -> str:
-    return os.environ.get("RUNTIME_DIRECTORY", DEFAULT_RUNTIME_DIR).split(":")[0]
-
-
-def status_path(netns: int) -> str:
-    """The status document of the daemon running in network namespace ``netns``
-    (nsfs inode): one per daemon, so daemons in different namespaces sharing a
-    runtime directory never overwrite or remove each other's."""
-    return os.path.join(runtime_dir(), f"status-{netns}.json")
-
-
-def status_documents() -> list[dict]:
-    """Every status document in the runtime directory whose daemon is alive."""
-    docs = []
-    try:
-        names = sorted(os.listdir(runtime_dir()))
-    except OSError:
-        return docs
-    for name in names:
-        if not (name.startswith("status-") and name.endswith(".json")):
-            continue
-        try:
-            with open(os.path.join(runtime_dir(), name)) as f:
-                doc = json.load(f)
-            os.kill(int(doc["pid"]), 0)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        docs.append(doc)
-    return docs
 
 
 def batch_order(events: list[LinkEvent]) -> list[tuple[int, bool, LinkEvent]]:
@@ -154,6 +123,7 @@ class Daemon:
         self._steer_gen = -1
         self._placement_gen = 0  # Placer.generation last published
         self.metrics = None  # metrics.MetricsFile when daemon.metrics_file is set
+        self._rows = LinkRows()  # the status file's link rows, kept as text
 
     def _links(self) -> list:
         """Every covered namespace's link states."""
@@ -337,9 +307,11 @@ class Daemon:
 
     # -- status -------------------------------------------------------------
 
-    def status_document(self) -> dict:
+    def status_document(self, *, links: bool = True) -> dict:
+        """What `wgnapid status` shows of this daemon (its link rows: LinkState.as_dict,
+        with placement). ``links=False``: all but the "links" list (status_json)."""
         spaces = list(self.spaces)
-        return {
+        doc = {
             "version": __version__,
             "pid": os.getpid(),
             "since": self.started,
@@ -361,11 +333,20 @@ class Daemon:
             },
             "reload": {"generation": self._reloads, "ok": self._reload_ok, "error": self._reload_error},
             "summary": self.spaces.summary(),
-            "links": [self._link_doc(st) for s in spaces for st in s.rec.links.values()],
             "stall_window": self.stall.window,
             "stall_reads": self.stall.reads,
             "stalled_peers": self.stall.as_list(),
         }
+        if links:
+            doc["links"] = [self._link_doc(st) for st in self._links()]
+        return doc
+
+    def status_json(self) -> str:
+        """status_document() as JSON text, the link rows encoded again only where
+        they changed (wgnapid.status.LinkRows: the file is written up to once a
+        second, and most of thousands of rows stay as they were)."""
+        rows = self._rows.encode(self._links(), self.steer.status if self.steer is not None else None)
+        return json.dumps(self.status_document(links=False))[:-1] + ', "links": ' + rows + "}"
 
     def _link_doc(self, st) -> dict:
         doc = st.as_dict()
@@ -378,9 +359,10 @@ class Daemon:
 
         snapshot = NapiThreads()
         names = [st.name for st in self._links()]
+        known = snapshot.known(names)
         threads = {}
         for name in names:
-            lt = snapshot.of(name, names).threads
+            lt = snapshot.of(name, known).threads
             threads[name] = (len(lt), sum(t.cpu_seconds for t in lt))
         self.metrics.write(self.status_document(), threads)
 
@@ -397,9 +379,9 @@ class Daemon:
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
-            # dumps (C encoder) then one write: json.dump to a file is pure Python
-            # and cost ~60 ms for 3,000 links.
-            doc = json.dumps(self.status_document())
+            # The text, then one write: json.dump to a file is pure Python and
+            # cost ~60 ms for 3,000 links.
+            doc = self.status_json()
             with open(tmp, "w") as f:
                 f.write(doc)
             os.replace(tmp, path)

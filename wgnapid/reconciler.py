@@ -96,7 +96,14 @@ class LinkState:
     # another link. None while a write holds it, or beyond the KeptFds cap.
     kept: Opened | None = None
 
+    def shown(self) -> tuple:
+        """Every field as_dict() shows, as a tuple to compare: wgnapid.status.LinkRows
+        encodes a row again only when this changed."""
+        return (self.name, self.netns, self.netns_name, self.ifindex, self.kind, self.rule,
+                self.wanted, self.current, self.state, self.reason)
+
     def as_dict(self) -> dict:
+        """The link's row in the status document (keep shown() in step)."""
         return {
             **ifname.json_fields(self.name),  # "name", "name_hex"
             "netns": self.netns,

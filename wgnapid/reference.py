@@ -179,15 +179,16 @@ SIGNALS = [
 
 
 def files() -> list[tuple[str, str]]:
-    from wgnapid import daemon
+    from wgnapid import status
 
     etc = os.path.dirname(config.DEFAULT_PATH)
     return [
         (config.DEFAULT_PATH, "The policy; see wgnapid.toml(5). Without it the built-in default "
                               "(thread every WireGuard link) is used."),
         (f"{etc}/conf.d/*.toml", "Policy snippets read after it, in lexical order."),
-        (os.path.join(daemon.DEFAULT_RUNTIME_DIR, "status.json"),
-         "The running daemon's view of each link, read by wgnapid status "
+        (os.path.join(status.DEFAULT_RUNTIME_DIR, "status-<netns>.json"),
+         "Each running daemon's view of each link, one file per daemon (<netns>: the "
+         "inode of its network namespace), read by wgnapid status, ready and reload "
          "($RUNTIME_DIRECTORY under systemd)."),
         ("/sys/class/net/<dev>/threaded", "The kernel attribute wgnapid reads and writes."),
         (log.JOURNAL_SOCKET, "journald's socket; without it wgnapid logs to standard error."),

@@ -40,10 +40,10 @@ def _alive(pid: int) -> bool:
 
 def request_reload(timeout: float = 60.0, path: str | None = None) -> tuple[bool, str]:
     """SIGHUP the daemon of ``path`` (default: the status document of the daemon
-    in this process's network namespace, daemon.status_path) and wait for its
+    in this process's network namespace, wgnapid.status.status_path) and wait for its
     answer. Returns (applied, one line to show). Raises nothing: a missing
     daemon or a timeout is (False, why)."""
-    from wgnapid.daemon import status_path
+    from wgnapid.status import status_path
     from wgnapid.netns import NsId
 
     path = path or status_path(NsId.of().ino)

@@ -180,8 +180,43 @@ def kthreadd_visible() -> bool:
     return stat[stat.find(b"(") + 1 : stat.rfind(b")")] == b"kthreadd" and fields[1:2] == [b"0"]
 
 
+def owner(thread_name: str) -> str | None:
+    """The one link name whose whole thread names this name fits
+    (`napi/<ifname>-<digits>`: the digits after the last "-"), or None."""
+    if not thread_name.startswith(PREFIX):
+        return None
+    head, sep, tail = thread_name[len(PREFIX):].rpartition("-")
+    return head if sep and tail.isdigit() else None
+
+
+class KnownNames:
+    """The link names a caller knows of, indexed for NapiThreads.of(): which of
+    them a cut thread name fits. Build it once for many lookups."""
+
+    def __init__(self, names) -> None:
+        self.names = frozenset(names)
+        # Names too long for any digit to survive the cut, by their cut prefix.
+        self._by_cut: dict[str, set[str]] = {}
+        for name in self.names:
+            prefix = f"{PREFIX}{name}-"
+            if len(prefix) >= COMM_LEN:
+                self._by_cut.setdefault(prefix[:COMM_LEN], set()).add(name)
+
+    def fitting(self, cut_name: str) -> set[str]:
+        """The known names a cut thread name can belong to (thread_matches with
+        cut=True, without trying each name)."""
+        out = set(self._by_cut.get(cut_name, ()))
+        if (name := owner(cut_name)) is not None and name in self.names:
+            out.add(name)
+        return out
+
+
 class NapiThreads:
     """A snapshot of every `napi/` kthread, looked up per link.
+
+    Lookups are indexed by the link name each thread name fits, so looking up
+    every link of a host costs O(threads + links), not their product (10,000
+    links: ~100 s before; bench/README.md, "Links at scale").
 
     ``threads``: give a list instead of scanning /proc (tests, one pid)."""
 
@@ -204,22 +239,41 @@ class NapiThreads:
         self._by_name: dict[str, list[NapiThread]] = {}
         for t in threads:
             self._by_name.setdefault(t.name, []).append(t)
+        # Thread names by the link name they fit whole; cut names as they are.
+        self._by_owner: dict[str, list[str]] = {}
+        self._cut: set[str] = set()
+        for name, group in self._by_name.items():
+            if (link := owner(name)) is not None:
+                self._by_owner.setdefault(link, []).append(name)
+            if group[0].cut:
+                self._cut.add(name)
 
-    def of(self, ifname: str, known: tuple[str, ...] | list[str] | set[str] = (),
+    def known(self, names) -> KnownNames:
+        """``names`` (link names) indexed for of(): build once, pass to every lookup."""
+        return KnownNames(names)
+
+    def of(self, ifname: str, known: KnownNames | tuple[str, ...] | list[str] | set[str] = (),
            elsewhere: int = 0) -> LinkThreads:
         """``ifname``'s threads. ``known``: the other link names the caller
-        knows of (its namespaces); a cut thread name that fits one of them too
-        is reported, not guessed. ``elsewhere``: how many other watched network
-        namespaces have a link of the same name (names carry no namespace)."""
+        knows of (its namespaces; a KnownNames from known() when looking up
+        many links); a cut thread name that fits one of them too is reported,
+        not guessed. ``elsewhere``: how many other watched network namespaces
+        have a link of the same name (names carry no namespace).
+
+        The same answer as trying thread_matches() on every thread name."""
+        matched = list(self._by_owner.get(ifname, ()))
+        prefix = f"{PREFIX}{ifname}-"
+        if len(prefix) >= COMM_LEN and prefix[:COMM_LEN] in self._cut:
+            matched.append(prefix[:COMM_LEN])
         found: list[NapiThread] = []
         shared: set[str] = set()
-        for name, threads in self._by_name.items():
-            cut = threads[0].cut
-            if not thread_matches(name, cut, ifname):
-                continue
+        for name in matched:
+            threads = self._by_name[name]
             found.extend(threads)
-            if cut:
-                shared.update(o for o in known if o != ifname and thread_matches(name, True, o))
+            if threads[0].cut and known:
+                if not isinstance(known, KnownNames):
+                    known = KnownNames(known)
+                shared.update(o for o in known.fitting(name) if o != ifname)
         reasons = []
         if shared:
             reasons.append(

@@ -355,7 +355,7 @@ class Steering:
         if not self.targets:
             return
         snapshot = self.scan()
-        names = list(self.targets)
+        names = snapshot.known(self.targets)
         for t in self.targets.values():
             lt = snapshot.of(t.name, names)
             self.placer.place(t.name, t.ifindex, t.rule, t.want, lt.threads, lt.ambiguous)

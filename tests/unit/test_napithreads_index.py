@@ -1,0 +1,79 @@
+"""NapiThreads.of() through its index gives what trying thread_matches() on
+every thread name gives (the definition), for names made to collide."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from wgnapid.napithreads import COMM_LEN, NapiThread, NapiThreads, thread_matches
+
+
+def thread(pid: int, name: str, cut: bool) -> NapiThread:
+    return NapiThread(pid=pid, name=name, cpu=0, cpu_seconds=0.0, policy="other", priority=0,
+                      nice=0, cpus=frozenset({0}), cut=cut)
+
+
+def by_definition(threads: list[NapiThread], ifname: str, known) -> tuple[list[int], set[str]]:
+    found, shared = [], set()
+    for t in threads:
+        if thread_matches(t.name, t.cut, ifname):
+            found.append(t.pid)
+            if t.cut:
+                shared.update(o for o in known if o != ifname and thread_matches(t.name, True, o))
+    return sorted(found), shared
+
+
+# Link names built to collide: prefixes of each other, "-" and digits inside,
+# long enough to be cut, non-UTF-8 bytes (surrogateescape).
+PARTS = ["wg", "-", "0", "1", "-1", "a", "tunnel", "\udcff", "x9", "-", "long-name"]
+
+
+def names(rng: random.Random, n: int) -> list[str]:
+    out = set()
+    while len(out) < n:
+        out.add("".join(rng.choice(PARTS) for _ in range(rng.randint(1, 6)))[:15])
+    return sorted(out)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_index_answers_as_the_definition(seed):
+    rng = random.Random(seed)
+    links = names(rng, 30)
+    threads, pid = [], 100
+    for link in links + names(rng, 5):  # some threads of links nobody knows
+        for napi_id in rng.sample([0, 1, 12, 8193, 123456], rng.randint(0, 3)):
+            whole = f"napi/{link}-{napi_id}"
+            cut = rng.random() < 0.5
+            threads.append(thread(pid, whole[:COMM_LEN] if cut else whole, cut and len(whole) >= COMM_LEN))
+            pid += 1
+    threads.append(thread(pid, "napi/-0", False))  # no name before the id
+    snapshot = NapiThreads(threads)
+    known = snapshot.known(links)
+    for link in links:
+        want_pids, want_shared = by_definition(threads, link, links)
+        for k in (known, links):
+            got = snapshot.of(link, k)
+            assert [t.pid for t in got.threads] == want_pids, link
+            if want_shared:
+                assert got.ambiguous == ("thread names cut to 15 characters also fit "
+                                         + ", ".join(sorted(want_shared))), link
+            else:
+                assert got.ambiguous == "", link
+
+
+def test_a_cut_name_that_is_also_a_whole_name_of_a_short_link_is_ambiguous():
+    # "napi/wg-1234567" is wg-12345678xyz's thread cut to 15 characters, and
+    # could as well be wg's thread number 1234567.
+    links = ["wg", "wg-12345678xyz", "other"]
+    threads = [thread(7, "napi/wg-1234567", True), thread(8, "napi/wg-0", False)]
+    snapshot = NapiThreads(threads)
+    for known in (snapshot.known(links), links):
+        long = snapshot.of("wg-12345678xyz", known)
+        assert [t.pid for t in long.threads] == [7]
+        assert long.ambiguous == "thread names cut to 15 characters also fit wg"
+        short = snapshot.of("wg", known)
+        assert [t.pid for t in short.threads] == [7, 8]
+        assert short.ambiguous == "thread names cut to 15 characters also fit wg-12345678xyz"
+    assert by_definition(threads, "wg", links) == ([7, 8], {"wg-12345678xyz"})

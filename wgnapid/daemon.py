@@ -184,6 +184,7 @@ class Daemon:
         place every target link's threads, refresh the metrics."""
         if placement.wanted(self.policy) and self.steer is None:
             self.steer = placement.Steering(self.log, self.verdict.version)
+            self.spaces.track_changes = True  # from here on: targets follow changed links
             if self.steer.events is not None:
                 self.sel.register(self.steer, selectors.EVENT_READ, "steer")
             else:
@@ -408,7 +409,12 @@ class Daemon:
         if self.steer is not None:
             if self.spaces.generation != self._steer_gen:
                 self._steer_gen = self.spaces.generation
-                self.steer.set_targets(placement.targets(self.policy, self._links()))
+                changed = self.spaces.take_changed()
+                if changed is None:
+                    self.steer.set_targets(placement.targets(self.policy, self._links()))
+                else:  # O(changed links), not O(links)
+                    now = [st for st in changed.values() if st is not None]
+                    self.steer.update(changed, placement.targets(self.policy, now))
                 self.steer.changed()
             self.steer.due()
             if self.steer.placer.generation != self._placement_gen:

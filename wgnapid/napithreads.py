@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 KTHREADD = 2
 COMM_LEN = 15  # TASK_COMM_LEN - 1
@@ -35,6 +36,12 @@ POLICY_NAMES = {0: "other", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadl
 
 def format_cpus(cpus) -> str:
     """A CPU set as the kernel's list format ("0-3,8"); "" when empty."""
+    return _format_cpus(cpus if isinstance(cpus, frozenset) else frozenset(cpus))
+
+
+@lru_cache(maxsize=1024)
+def _format_cpus(cpus: frozenset[int]) -> str:
+    # Cached: the status document shows the same few sets for thousands of links.
     out, run = [], []
     for cpu in sorted(cpus):
         if run and cpu == run[-1] + 1:
@@ -195,16 +202,18 @@ class KnownNames:
 
     def __init__(self, names) -> None:
         self.names = frozenset(names)
-        # Names too long for any digit to survive the cut, by their cut prefix.
-        self._by_cut: dict[str, set[str]] = {}
-        for name in self.names:
-            prefix = f"{PREFIX}{name}-"
-            if len(prefix) >= COMM_LEN:
-                self._by_cut.setdefault(prefix[:COMM_LEN], set()).add(name)
+        self._by_cut: dict[str, set[str]] | None = None  # built when first needed
 
     def fitting(self, cut_name: str) -> set[str]:
         """The known names a cut thread name can belong to (thread_matches with
         cut=True, without trying each name)."""
+        if self._by_cut is None:
+            # Names too long for any digit to survive the cut, by their cut prefix.
+            self._by_cut = {}
+            for name in self.names:
+                prefix = f"{PREFIX}{name}-"
+                if len(prefix) >= COMM_LEN:
+                    self._by_cut.setdefault(prefix[:COMM_LEN], set()).add(name)
         out = set(self._by_cut.get(cut_name, ()))
         if (name := owner(cut_name)) is not None and name in self.names:
             out.add(name)
@@ -218,35 +227,100 @@ class NapiThreads:
     every link of a host costs O(threads + links), not their product (10,000
     links: ~100 s before; bench/README.md, "Links at scale").
 
-    ``threads``: give a list instead of scanning /proc (tests, one pid)."""
+    ``threads``: give a list instead of scanning /proc (tests, one pid).
+    ``previous``: an earlier snapshot whose reads and index are reused for
+    every PID still there: only new PIDs are read from /proc and only threads
+    that came or went are indexed again (10,000 links: ~10 ms instead of a
+    full scan's ~300 ms). Its records of those PIDs are as old as it is:
+    refreshed() reads again the threads about to be acted on; a PID reused by
+    a new task in between is seen at the next full scan."""
 
-    def __init__(self, threads: list[NapiThread] | None = None, *, whole_names: bool | None = None):
+    def __init__(self, threads: list[NapiThread] | None = None, *, whole_names: bool | None = None,
+                 previous: NapiThreads | None = None):
         # In a PID namespace of its own (a container, systemd's guest) no kernel
         # thread is visible: PID 2 is then not kthreadd (PPid 0), and counts
         # would say 0 where the truth is unknown.
         self.visible = threads is not None or kthreadd_visible()
+        self._from_proc = threads is None
+        if threads is None and whole_names is None:
+            whole_names = _whole_names_kernel()
+        self._whole_names = whole_names
+        if previous is not None and previous._whole_names != whole_names:
+            previous = None
+        old = previous._read if previous is not None else {}
         if threads is None:
-            if whole_names is None:
-                whole_names = _whole_names_kernel()
-            threads = []
-            for entry in os.scandir("/proc"):
-                if not entry.name.isdigit():
-                    continue
-                t = read_thread(int(entry.name), whole_names=whole_names)
-                if t is not None:
-                    threads.append(t)
+            with os.scandir("/proc") as entries:
+                listed = {e.name for e in entries if e.name.isdigit()}
+            kept = listed & old.keys()
+            # Every PID looked at (as /proc names it): its thread, or None.
+            self._read: dict[str, NapiThread | None] = {pid: old[pid] for pid in kept}
+            for pid in listed - kept:
+                self._read[pid] = read_thread(int(pid), whole_names=whole_names)
+            threads = [t for t in self._read.values() if t is not None]
+        else:
+            self._read = {str(t.pid): t for t in threads}
         self.threads = threads
-        self._by_name: dict[str, list[NapiThread]] = {}
-        for t in threads:
-            self._by_name.setdefault(t.name, []).append(t)
-        # Thread names by the link name they fit whole; cut names as they are.
-        self._by_owner: dict[str, list[str]] = {}
-        self._cut: set[str] = set()
-        for name, group in self._by_name.items():
-            if (link := owner(name)) is not None:
-                self._by_owner.setdefault(link, []).append(name)
+        self._previous = previous
+        self._moved = None
+        if previous is not None:
+            self._moved = self.moved_since(previous)
+        # Thread names by name, by the link name they fit whole; cut names as
+        # they are. From a previous snapshot: its index, changed by what moved.
+        if previous is not None:
+            self._by_name = previous._by_name.copy()
+            self._by_owner = previous._by_owner.copy()
+            self._cut = set(previous._cut)
+            for t in self._moved:
+                self._index(t, str(t.pid) in self._read)
+        else:
+            self._by_name: dict[str, list[NapiThread]] = {}
+            self._by_owner: dict[str, list[str]] = {}
+            self._cut: set[str] = set()
+            for t in threads:
+                self._index(t, True)
+
+    def _index(self, t: NapiThread, present: bool) -> None:
+        """Add (``present``) or remove one thread in the index; lists are
+        replaced, never changed, as a previous snapshot may share them."""
+        group = [x for x in self._by_name.get(t.name, ()) if x.pid != t.pid]
+        if present:
+            group.append(t)
+        link = owner(t.name)
+        if group:
+            if t.name not in self._by_name and link is not None:
+                self._by_owner[link] = self._by_owner.get(link, []) + [t.name]
+            self._by_name[t.name] = group
             if group[0].cut:
-                self._cut.add(name)
+                self._cut.add(t.name)
+        elif t.name in self._by_name:
+            del self._by_name[t.name]
+            self._cut.discard(t.name)
+            if link is not None:
+                rest = [n for n in self._by_owner.get(link, ()) if n != t.name]
+                if rest:
+                    self._by_owner[link] = rest
+                else:
+                    self._by_owner.pop(link, None)
+
+    def moved_since(self, earlier: NapiThreads) -> list[NapiThread]:
+        """The threads that are new in this snapshot or gone from ``earlier``."""
+        if self._moved is not None and self._previous is earlier:
+            return self._moved
+        a, b = earlier._read, self._read
+        return ([t for pid in b.keys() - a.keys() if (t := b[pid]) is not None]
+                + [t for pid in a.keys() - b.keys() if (t := a[pid]) is not None])
+
+    def refreshed(self, threads) -> tuple[NapiThread, ...]:
+        """``threads`` of this snapshot read again from /proc now (gone ones
+        dropped); as they are when the snapshot was given its threads."""
+        if not self._from_proc:
+            return tuple(threads)
+        out = []
+        for t in threads:
+            now = read_thread(t.pid, whole_names=self._whole_names)
+            if now is not None and now.name == t.name:  # not a new task under a reused PID
+                out.append(now)
+        return tuple(out)
 
     def known(self, names) -> KnownNames:
         """``names`` (link names) indexed for of(): build once, pass to every lookup."""

@@ -261,6 +261,8 @@ class Reconciler:
         self.native = False  # seen: the kernel itself threads WireGuard links at creation
         self._kernel_enabled_said = False  # the once-per-run message about it
         self.generation = 0  # bumped on every state change: "is there news to publish?"
+        # The ifindexes whose row changed since take_changed(); None: any may have.
+        self.changed: set[int] | None = set()
         self.stats = Stats()
         self._retries = RetrySchedule()
         # Files of waiting links kept open between retries (a budget shared by
@@ -368,6 +370,7 @@ class Reconciler:
         self.stats.counts.clear()
         self._retries.clear()
         self.generation += 1
+        self.changed = None
 
     # -- kept files ---------------------------------------------------------
 
@@ -406,7 +409,7 @@ class Reconciler:
             # still reaches this link, and what is logged of it uses this name.
             if st.name != link.name or st.kind != link.kind:
                 st.name, st.kind = link.name, link.kind
-                self.generation += 1  # the published view follows renames
+                self._note(st)  # the published view follows renames
             if st.writing:
                 st.again = True  # one write per link at a time; collect() looks again
                 return st
@@ -420,7 +423,7 @@ class Reconciler:
         opened, current = self.ns.open_threaded(st.ifindex, st.name, write=not self.dry_run)
         if current is not None and (current.name, current.kind) != (st.name, st.kind):
             st.name, st.kind = current.name, current.kind
-            self.generation += 1
+            self._note(st)
             if not self._decide(st):  # renamed out of its rule
                 if not isinstance(opened, Result):
                     self.attr.close(opened)
@@ -584,7 +587,7 @@ class Reconciler:
                 self.stats.counts[st.state] -= 1
             self.stats.counts[state] += 1
             st.state, st.reason = state, reason
-            self.generation += 1
+            self._note(st)
             if not self.dry_run and (not self.one_shot or st.changed or state == FAILED):
                 self._log_state(st)
         st.reason = reason
@@ -694,7 +697,7 @@ class Reconciler:
         if st is None or not st.state:
             return  # unknown, or vanished before its first evaluation settled: nothing was said of it
         self.stats.counts[st.state] -= 1
-        self.generation += 1
+        self._note(st)
         if not self.dry_run and not self.one_shot and st.state not in (IGNORED, UNMATCHED):
             self.log.link(
                 "link-gone", _PRIORITY[GONE], "gone" + (f" ({reason})" if reason else ""),
@@ -735,6 +738,19 @@ class Reconciler:
         for st in self.links.values():
             st.netns_name = self.ns.name
         self.generation += 1
+        self.changed = None
+
+    def _note(self, st: LinkState) -> None:
+        """A link's row changed (state, name, gone): news to publish."""
+        self.generation += 1
+        if self.changed is not None:
+            self.changed.add(st.ifindex)
+
+    def take_changed(self) -> set[int] | None:
+        """The ifindexes whose row changed since the last call (a link no longer
+        in ``links`` is gone); None when any may have (cleared, renamed namespace)."""
+        changed, self.changed = self.changed, set()
+        return changed
 
     def summary(self) -> dict[str, int]:
         return {state: n for state, n in self.stats.counts.items() if n > 0}

@@ -65,6 +65,10 @@ class Spaces:
         self._generation = 0  # grows with every state change anywhere, enter and release
         self._seen: dict[Space, int] = {}  # rec.generation last added in
         self._touched: set[Space] = set()
+        # Links whose rows changed, for whoever follows them one by one
+        # (placement): taken from each reconciler at settle(); None: any may have.
+        self.track_changes = False
+        self._changed: set[tuple[Space, int]] | None = set()
         self._waiting: set[Space] = set()  # spaces with retries scheduled
         self._unready_at: float | None = None
         self.own = self._add(self_ns)
@@ -81,6 +85,7 @@ class Spaces:
         self.by_id[ns.id] = space
         self._seen[space] = 0
         self._generation += 1
+        self._changed = None
         self._touched.add(space)
         return space
 
@@ -181,6 +186,7 @@ class Spaces:
             space.source.close()
         covered = len(space.rec.links)
         self._generation += 1
+        self._changed = None
         self._seen.pop(space, None)
         self._touched.discard(space)
         self._waiting.discard(space)
@@ -228,11 +234,28 @@ class Spaces:
             gen = space.rec.generation
             self._generation += gen - self._seen.get(space, 0)
             self._seen[space] = gen
+            changed = space.rec.take_changed()
+            if not self.track_changes or self._changed is None:
+                pass
+            elif changed is None:
+                self._changed = None
+            else:
+                self._changed.update((space, ifindex) for ifindex in changed)
             if space.rec.next_retry() is not None:
                 self._waiting.add(space)
             else:
                 self._waiting.discard(space)
         self._touched.clear()
+
+    def take_changed(self) -> dict[tuple[int, int], object] | None:
+        """The links whose rows changed since the last call (track_changes on),
+        as of the last settle(): {(netns inode, ifindex): LinkState, or None
+        when gone}; None when any may have (a namespace entered or released, a
+        reconciler cleared)."""
+        changed, self._changed = self._changed, set()
+        if changed is None:
+            return None
+        return {(space.ns.id.ino, ifindex): space.rec.links.get(ifindex) for space, ifindex in changed}
 
     @property
     def generation(self) -> int:

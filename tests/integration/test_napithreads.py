@@ -162,6 +162,36 @@ def test_placement_applies_at_once_and_again_to_recreated_threads(netns, daemon_
     assert_clean_log(d)
 
 
+def test_links_made_and_removed_while_running_are_placed_and_forgotten(netns, daemon_factory, tmp_path):
+    # Placement follows each changed link (wgnapid.placement.Steering.update),
+    # not a rebuild of every target: links made after the start are placed,
+    # a removed one leaves the status file, the others stay placed.
+    veth, peer, tunp = _names()
+    policy = _policy(tmp_path / "p.toml", f"{veth}*", f"{tunp}*", cpus_v=str(LAST_CPU), cpus_t=str(CPUS[0]))
+    d = daemon_factory(policy).start()
+    veths = [f"{veth}{i}" for i in range(3)]
+    for i, v in enumerate(veths):
+        netns.veth(v, f"{peer}{i}")
+        netns.make_settable(v)
+    tuns = netns.agent.call("tun_create", prefix=tunp, count=2)["names"]
+    for dev, cpu in [(v, LAST_CPU) for v in veths] + [(t, CPUS[0]) for t in tuns]:
+        threads = wait_until(lambda: napi_threads(dev), 10, f"{dev}'s threads")
+        for pid, _ in threads:
+            wait_until(lambda: os.sched_getaffinity(pid) == {cpu}, 10, f"{dev}'s thread {pid} placed")
+
+    def placement(dev):
+        rows = (d.status_file() or {}).get("links", [])
+        return next((r.get("placement") or {} for r in rows if r["name"] == dev), None)
+
+    for dev in veths + tuns:
+        wait_until(lambda: (placement(dev) or {}).get("state") == "placed", 10, f"{dev} placed in status")
+    netns.ip("link", "del", veths[0])
+    wait_until(lambda: placement(veths[0]) is None, 10, f"{veths[0]} gone from the status file")
+    assert [placement(v)["state"] for v in veths[1:] + tuns] == ["placed"] * 4
+    assert d.alive()
+    assert_clean_log(d)
+
+
 class _NoSysNice:
     """The namespace, but the daemon runs without CAP_SYS_NICE (still root)."""
 

@@ -77,3 +77,30 @@ def test_a_cut_name_that_is_also_a_whole_name_of_a_short_link_is_ambiguous():
         assert [t.pid for t in short.threads] == [7, 8]
         assert short.ambiguous == "thread names cut to 15 characters also fit wg-12345678xyz"
     assert by_definition(threads, "wg", links) == ([7, 8], {"wg-12345678xyz"})
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_snapshot_built_on_a_previous_one_answers_as_a_fresh_one(seed):
+    """The index carried over from a previous snapshot and changed by the
+    threads that came and went gives the answers of an index built anew."""
+    rng = random.Random(seed)
+    links = names(rng, 20)
+    # Whether a name was cut is the kernel's and the name's: one flag per name.
+    cut: dict[str, bool] = {}
+    pool = []
+    for i in range(60):
+        name = f"napi/{rng.choice(links)}-{rng.choice([0, 1, 77])}"[:COMM_LEN]
+        flag = cut.setdefault(name, len(name) == COMM_LEN and rng.random() < 0.5)
+        pool.append(thread(100 + i, name, flag))
+    current = rng.sample(pool, 30)
+    snapshot = NapiThreads(list(current))
+    for _ in range(6):
+        current = [t for t in current if rng.random() < 0.7] + rng.sample(pool, 10)
+        current = list({t.pid: t for t in current}.values())
+        before = snapshot
+        snapshot = NapiThreads(list(current), previous=before)
+        fresh = NapiThreads(list(current))
+        moved = {t.pid for t in snapshot.moved_since(before)}
+        assert moved == {t.pid for t in before.threads} ^ {t.pid for t in current}
+        for link in links:
+            assert snapshot.of(link, links) == fresh.of(link, links), link

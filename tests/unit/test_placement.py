@@ -280,3 +280,87 @@ def test_stalled_peers_metric_only_where_the_stall_watch_reports():
                             {"interface": "wg0", "ifindex": 4, "public_key": "b"}]
     fam = {f.name: f for f in metrics.families(doc, {})}["wgnapid_link_stalled_peers"]
     assert {s.labels["interface"]: s.value for s in fam.samples} == {"wg0": 2, "wg1": 0}
+
+
+def test_a_scan_for_news_places_only_what_changed(monkeypatch):
+    """After a change, only new targets and links whose threads came or went are
+    placed (and logged); the rest stay as the last scan left them."""
+    c = Calls(monkeypatch)
+    clock = Clock(100.0)
+    log = RecordingLog()
+    threads = [thread(10 + i, f"napi/wg{i}-0") for i in range(50)]
+    s = Steering(log, connector=False, scan=lambda: NapiThreads(list(threads)), clock=clock)
+    want = Placement(frozenset({1}), None)
+    targets = [Target(i, f"wg{i}", "r", want) for i in range(50)]
+    s.sync(targets)
+    assert len(c.calls) == 50 and len(log.of("placement")) == 50
+    c.calls.clear()
+    # A new link with its thread; wg3 threaded again (old kthread gone, a new one).
+    threads.append(thread(99, "napi/wg50-0"))
+    threads[3] = thread(98, "napi/wg3-0")
+    s.set_targets(targets + [Target(50, "wg50", "r", want)])
+    s.changed()
+    clock.t = 101.0
+    s.due()
+    assert sorted(x[1] for x in c.calls) == [98, 99]
+    news = [line[2] for line in log.of("placement")[50:]]
+    assert len(news) == 2 and any("pid 98" in m for m in news) and any("pid 99" in m for m in news)
+    assert s.status("wg3")["state"] == s.status("wg50")["state"] == "placed"
+    # A target wanting something else is placed again though its threads stayed.
+    c.calls.clear()
+    s.set_targets(targets[:5] + [Target(5, "wg5", "r", Placement(frozenset({2}), None))])
+    s.changed()
+    clock.t = 102.0
+    s.due()
+    assert [x[1:] for x in c.calls] == [(15, frozenset({2}))]
+
+
+def test_a_scan_for_news_reads_only_new_pids_of_proc(monkeypatch):
+    from wgnapid import napithreads
+
+    first = NapiThreads()
+    read = []
+    real = napithreads.read_thread
+    monkeypatch.setattr(napithreads, "read_thread", lambda pid, **kw: read.append(pid) or real(pid, **kw))
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        second = NapiThreads(previous=first)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid in read
+    assert first._read and not set(read) & {int(pid) for pid in first._read}, \
+        "a PID the first scan read was read again"
+    assert str(child.pid) in second._read and str(child.pid) not in first._read
+    # refreshed() reads again, and drops a PID that is no longer that thread.
+    ghost = thread(child.pid, "napi/wg0-0")
+    assert second.refreshed([ghost]) == ()
+
+
+def test_update_follows_changed_links_only(monkeypatch):
+    c = Calls(monkeypatch)
+    clock = Clock(100.0)
+    threads = [thread(10, "napi/wg0-0"), thread(11, "napi/wg1-0")]
+    s = Steering(RecordingLog(), connector=False, scan=lambda: NapiThreads(list(threads)), clock=clock)
+    want = Placement(frozenset({1}), None)
+    s.sync([Target(5, "wg0", "r", want, netns=1), Target(6, "wg1", "r", want, netns=1)])
+    c.calls.clear()
+    # wg2 appears in netns 1, wg0 is gone, and a link named wg1 in netns 2
+    # that is not a target changes: netns 1's wg1 stays.
+    threads.append(thread(12, "napi/wg2-0"))
+    s.update([(1, 7), (1, 5), (2, 6)], [Target(7, "wg2", "r", want, netns=1)])
+    assert set(s.targets) == {"wg1", "wg2"}
+    assert s.status("wg0") is None and s.status("wg2")["state"] == "pending"
+    s.changed()
+    clock.t = 101.0
+    s.due()
+    assert [x[1] for x in c.calls] == [12]  # only the new link's thread
+    assert s.status("wg2")["state"] == "placed" and s.status("wg1")["state"] == "placed"
+    # Renamed (same netns and ifindex): the old name is no longer a target.
+    s.update([(1, 7)], [Target(7, "wg2-renamed", "r", want, netns=1)])
+    assert set(s.targets) == {"wg1", "wg2-renamed"}
+    # No longer wanted by any placing rule: dropped.
+    s.update([(1, 6)], [])
+    assert set(s.targets) == {"wg2-renamed"} and s.status("wg1") is None

@@ -773,3 +773,26 @@ def test_forget_drops_every_link_without_a_word(fakesys, attr, rlog, clock):
     rec.forget()
     assert rec.links == {} and rec.summary() == {} and rec.next_retry() is None
     assert rlog.events == []
+
+
+# -- changed rows, for followers such as placement -------------------------------------
+
+
+def test_take_changed_names_each_link_whose_row_changed(fakesys, attr, rlog, clock):
+    fakesys.add("wg0", "0\n", 5)
+    fakesys.add("veth0", "1\n", 6, "veth")
+    rec = make(attr, rlog, clock)
+    assert rec.take_changed() == set()
+    rec.observe(WG)
+    rec.observe(VETH)
+    assert rec.take_changed() == {5, 6}
+    rec.observe(WG)  # nothing changed
+    assert rec.take_changed() == set()
+    fakesys.rename("wg0", "wg1")
+    rec.observe(Link(5, "wg1", "wireguard"))
+    assert rec.take_changed() == {5}
+    rec.remove(6)
+    assert rec.take_changed() == {6} and 6 not in rec.links
+    rec.forget()
+    assert rec.take_changed() is None  # anything may have
+    assert rec.take_changed() == set()

@@ -6,8 +6,10 @@ or another --daemon-src):
 
 - N links exist and are threaded (0 and 10,000; tun with IFF_NAPI), then one
   new link every 100 ms for 10 s: the daemon's CPU over that window, as % of
-  one core and per new link; with the default kind of policy (threaded on)
-  and with a rule that also places NAPI threads (``cpus``). Work done for
+  one core and per new link; with the default kind of policy (threaded on),
+  with a rule that also places NAPI threads (``cpus``), and with the metrics
+  file (written at most every max(5 s, 50 x the CPU its last write cost):
+  a 10 s window holds at most one write at 10,000 links). Work done for
   every link on each change (the status document, the /proc scans of
   placement) shows as the difference between the two sizes;
 - ``wgnapid status --json`` with those links: wall time (it looks up every
@@ -33,10 +35,13 @@ import sys
 import tempfile
 import time
 
+VARIANTS = {"on": "threaded on", "placement": "threaded on + cpus (placement)",
+            "metrics": "threaded on + daemon.metrics_file"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICY = """[daemon]
 resync_interval = 30
 log_level = "info"
+{daemon}
 
 [[rules]]
 name = "bench"
@@ -47,7 +52,7 @@ threaded = "on"
 """
 
 
-def inner(existing: int, new: int, interval: float, placement: bool, src: str) -> dict:
+def inner(existing: int, new: int, interval: float, variant: str, src: str) -> dict:
     """One case, inside its own network + mount namespace (see main); the
     daemon's code from ``src`` (a checkout's root)."""
     subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
@@ -60,7 +65,8 @@ def inner(existing: int, new: int, interval: float, placement: bool, src: str) -
     work = tempfile.mkdtemp(prefix="wgnapid-scale-")
     cpus = f"0-{os.cpu_count() - 1}" if os.cpu_count() > 1 else "0"
     with open(f"{work}/policy.toml", "w") as f:
-        f.write(POLICY.format(extra=f'cpus = "{cpus}"' if placement else ""))
+        f.write(POLICY.format(extra=f'cpus = "{cpus}"' if variant == "placement" else "",
+                              daemon=f'metrics_file = "{work}/wgnapid.prom"' if variant == "metrics" else ""))
     for i in range(existing):
         fds.append(netdev.tun_napi(f"be{i}")[0])
     # (cwd=src too: `python -m` puts the working directory before PYTHONPATH.)
@@ -95,7 +101,7 @@ def inner(existing: int, new: int, interval: float, placement: bool, src: str) -
         for fd in fds:
             os.close(fd)
     cpu = (b - a) / os.sysconf("SC_CLK_TCK")
-    return {"existing": existing, "new": new, "placement": placement, "window_s": window,
+    return {"existing": existing, "new": new, "variant": variant, "window_s": window,
             "cpu_s": cpu, "missed": missed, "status_s": status_s}
 
 
@@ -123,14 +129,14 @@ def _threaded(work: str) -> int:
     return 0
 
 
-def case(existing: int, new: int, interval: float, placement: bool, src: str) -> dict:
+def case(existing: int, new: int, interval: float, variant: str, src: str) -> dict:
     """Run inner() in fresh network and mount namespaces; its result."""
     out = subprocess.run(
         ["unshare", "--net", "--mount", sys.executable, "-m", "bench.scale", "--inner",
-         json.dumps([existing, new, interval, placement, src])],
+         json.dumps([existing, new, interval, variant, src])],
         cwd=ROOT, capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"case {existing}/{placement} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"case {existing}/{variant} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -139,7 +145,7 @@ def table(results: list[dict]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         rows.append(
-            f"| {r['existing']:,} | {'threaded on + cpus (placement)' if r['placement'] else 'threaded on'} "
+            f"| {r['existing']:,} | {VARIANTS[r['variant']]} "
             f"| {r['new']} | {r['new'] - r['missed']}/{r['new']} "
             f"| {100 * r['cpu_s'] / r['window_s']:.2f}% | {1e3 * r['cpu_s'] / r['new']:.1f} ms "
             f"| {r['status_s']:.2f} s |")
@@ -173,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     new = 30 if args.quick else 100
     started = time.time()
     results = []
-    for placement in (False, True):
+    for variant in VARIANTS:
         for existing in (0, big):
-            r = case(existing, new, 0.1, placement, os.path.abspath(args.daemon_src))
+            r = case(existing, new, 0.1, variant, os.path.abspath(args.daemon_src))
             results.append(r)
             print(table([r]).splitlines()[-1], flush=True)
     text = (f"# wgnapid at scale: what links already there cost each new one\n\n"

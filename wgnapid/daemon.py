@@ -358,6 +358,7 @@ class Daemon:
     def _write_metrics(self) -> None:
         from wgnapid.napithreads import NapiThreads
 
+        started = time.thread_time()
         snapshot = NapiThreads()
         names = [st.name for st in self._links()]
         known = snapshot.known(names)
@@ -365,7 +366,8 @@ class Daemon:
         for name in names:
             lt = snapshot.of(name, known).threads
             threads[name] = (len(lt), sum(t.cpu_seconds for t in lt))
-        self.metrics.write(self.status_document(), threads)
+        doc = self.status_document()
+        self.metrics.write(doc, threads, collect_cpu=time.thread_time() - started)
 
     def _publish(self, force: bool = False) -> None:
         now = time.monotonic()

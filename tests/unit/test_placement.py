@@ -364,3 +364,20 @@ def test_update_follows_changed_links_only(monkeypatch):
     # No longer wanted by any placing rule: dropped.
     s.update([(1, 6)], [])
     assert set(s.targets) == {"wg2-renamed"} and s.status("wg1") is None
+
+
+def test_metrics_writes_are_spaced_by_what_the_last_one_cost(tmp_path):
+    pytest.importorskip("prometheus_client")
+    clock = Clock(100.0)
+    mf = metrics.MetricsFile(str(tmp_path / "m.prom"), RecordingLog(), clock=clock)
+    doc = {"netns": 1, "links": [], "summary": {}, "stats": {}, "kernel": {}}
+    assert mf.next_due() == 0.0
+    assert mf.write(doc, {}) is True
+    mf.dirty = True
+    assert mf.next_due() == 100.0 + metrics.MIN_INTERVAL  # a cheap write
+    # Collecting for a big host cost 1 s of CPU: the next write waits 50 s.
+    assert mf.write(doc, {}, collect_cpu=1.0) is True
+    mf.dirty = True
+    assert mf.cost >= 1.0
+    assert mf.next_due() == pytest.approx(100.0 + mf.cost / metrics.MAX_CPU_SHARE)
+    assert mf.next_due() >= 150.0

@@ -198,22 +198,42 @@ def owner(thread_name: str) -> str | None:
 
 class KnownNames:
     """The link names a caller knows of, indexed for NapiThreads.of(): which of
-    them a cut thread name fits. Build it once for many lookups."""
+    them a cut thread name fits. Build it once for many lookups, or keep one
+    and add() and discard() names as links come and go."""
 
-    def __init__(self, names) -> None:
-        self.names = frozenset(names)
-        self._by_cut: dict[str, set[str]] | None = None  # built when first needed
+    def __init__(self, names=()) -> None:
+        self.names: set[str] = set(names)
+        # Names too long for any digit to survive the cut, by their cut prefix;
+        # built when first needed.
+        self._by_cut: dict[str, set[str]] | None = None
+
+    @staticmethod
+    def _cut_key(name: str) -> str | None:
+        prefix = f"{PREFIX}{name}-"
+        return prefix[:COMM_LEN] if len(prefix) >= COMM_LEN else None
+
+    def add(self, name: str) -> None:
+        self.names.add(name)
+        if self._by_cut is not None and (key := self._cut_key(name)) is not None:
+            self._by_cut.setdefault(key, set()).add(name)
+
+    def discard(self, name: str) -> None:
+        self.names.discard(name)
+        if self._by_cut is not None and (key := self._cut_key(name)) is not None:
+            group = self._by_cut.get(key)
+            if group is not None:
+                group.discard(name)
+                if not group:
+                    del self._by_cut[key]
 
     def fitting(self, cut_name: str) -> set[str]:
         """The known names a cut thread name can belong to (thread_matches with
         cut=True, without trying each name)."""
         if self._by_cut is None:
-            # Names too long for any digit to survive the cut, by their cut prefix.
             self._by_cut = {}
             for name in self.names:
-                prefix = f"{PREFIX}{name}-"
-                if len(prefix) >= COMM_LEN:
-                    self._by_cut.setdefault(prefix[:COMM_LEN], set()).add(name)
+                if (key := self._cut_key(name)) is not None:
+                    self._by_cut.setdefault(key, set()).add(name)
         out = set(self._by_cut.get(cut_name, ()))
         if (name := owner(cut_name)) is not None and name in self.names:
             out.add(name)

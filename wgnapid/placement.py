@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from wgnapid import DROP_INS, procevents
-from wgnapid.napithreads import NapiThread, NapiThreads, format_cpus, owner, read_thread, thread_matches
+from wgnapid.napithreads import KnownNames, NapiThread, NapiThreads, format_cpus, owner, read_thread
 
 SCHED_POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
 _SCHED_RE = re.compile(r"(other)(?::nice=(-?\d+))?|(fifo|rr):(\d+)")
@@ -328,6 +328,7 @@ class Steering:
         self.placer = Placer(log)
         self.targets: dict[str, Target] = {}
         self._keys: dict[tuple[int, int], str] = {}  # (netns, ifindex) -> name in targets
+        self._known = KnownNames()  # the names in targets, for cut thread names
         self.clock = clock or time.monotonic
         self.scan = scan or NapiThreads
         # After a first scan, scans for news read only new PIDs (NapiThreads(previous=)).
@@ -359,6 +360,7 @@ class Steering:
         """Every target at once (start-up, reload, a namespace entered or left)."""
         self.targets = {t.name: t for t in targets if t.want}
         self._keys = {(t.netns, t.ifindex): t.name for t in self.targets.values()}
+        self._known = KnownNames(self.targets)
         self.placer.forget(set(self.targets))
         self._placed = {n: t for n, t in self._placed.items() if self.targets.get(n) == t}
         self._dirty = {n for n in self.targets if n not in self._placed}
@@ -383,6 +385,7 @@ class Steering:
                 self._keys.pop((old.netns, old.ifindex), None)
             self.targets[t.name] = t
             self._keys[(t.netns, t.ifindex)] = t.name
+            self._known.add(t.name)
             gone.discard(t.name)
             if self._placed.get(t.name) != t:
                 self._dirty.add(t.name)
@@ -390,6 +393,7 @@ class Steering:
         for name in gone:
             self._placed.pop(name, None)
             self._dirty.discard(name)
+            self._known.discard(name)
 
     def sync(self, targets: list[Target] | None = None) -> None:
         """Scan /proc and place every target link's threads (the resync: the
@@ -402,9 +406,8 @@ class Steering:
             self._snapshot, self._placed, self._dirty = None, {}, set()
             return
         snapshot = self._snapshot = self.scan()
-        known = snapshot.known(self.targets)
         for t in self.targets.values():
-            lt = snapshot.of(t.name, known)
+            lt = snapshot.of(t.name, self._known)
             self.placer.place(t.name, t.ifindex, t.rule, t.want, lt.threads, lt.ambiguous)
         self._placed, self._dirty = dict(self.targets), set()
 
@@ -421,7 +424,7 @@ class Steering:
         self._scan_at = None
         self._last_scan = self.clock()
         snapshot = self._snapshot = self.scan_since(prev)
-        known = snapshot.known(self.targets)
+        known = self._known
         touched, self._dirty = self._dirty, set()
         for t in snapshot.moved_since(prev):
             if t.cut:
@@ -470,8 +473,10 @@ class Steering:
         dev, _, napi_id = t.name[len("napi/"):].rpartition("-")
         if not t.cut and napi_id.isdigit():
             owners = [self.targets[dev]] if dev in self.targets else []  # O(1) in a burst
+        elif t.cut:  # the targets a cut name fits, through the index (O(1) too)
+            owners = [self.targets[n] for n in self._known.fitting(t.name)]
         else:
-            owners = [tg for tg in self.targets.values() if thread_matches(t.name, t.cut, tg.name)]
+            owners = []  # a whole name without "-<id>": no link's
         if len(owners) != 1:
             return  # not ours, or a cut name that fits several: the scan says so
         tg = owners[0]

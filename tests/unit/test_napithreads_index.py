@@ -104,3 +104,20 @@ def test_a_snapshot_built_on_a_previous_one_answers_as_a_fresh_one(seed):
         assert moved == {t.pid for t in before.threads} ^ {t.pid for t in current}
         for link in links:
             assert snapshot.of(link, links) == fresh.of(link, links), link
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_known_names_kept_up_to_date_answer_as_built_anew(seed):
+    from wgnapid.napithreads import KnownNames
+
+    rng = random.Random(seed)
+    pool = names(rng, 40)
+    kept = KnownNames(rng.sample(pool, 10))
+    kept.fitting("napi/x")  # the index exists from here on: add/discard must keep it
+    for _ in range(100):
+        name = rng.choice(pool)
+        (kept.add if rng.random() < 0.5 else kept.discard)(name)
+        fresh = KnownNames(kept.names)
+        for other in pool:
+            thread_name = f"napi/{other}-{rng.choice([0, 12])}"[:COMM_LEN]
+            assert kept.fitting(thread_name) == fresh.fitting(thread_name), thread_name

@@ -381,3 +381,23 @@ def test_metrics_writes_are_spaced_by_what_the_last_one_cost(tmp_path):
     assert mf.cost >= 1.0
     assert mf.next_due() == pytest.approx(100.0 + mf.cost / metrics.MAX_CPU_SHARE)
     assert mf.next_due() >= 150.0
+
+
+def test_connector_path_places_a_cut_name_only_when_one_target_fits(monkeypatch):
+    c = Calls(monkeypatch)
+    clock = Clock(100.0)
+    named = {42: thread(42, "napi/tenant-alp"), 43: thread(43, "napi/tenant-bet")}
+    for t in named.values():
+        object.__setattr__(t, "cut", True)  # a kernel before 5.17: comm cut to 15 characters
+    monkeypatch.setattr(placement, "read_thread", lambda pid, **kw: named.get(pid))
+    s = Steering(RecordingLog(), connector=False, scan=lambda: NapiThreads([]), clock=clock)
+    want = Placement(frozenset({1}), None)
+    s.sync([Target(5, "tenant-alpha-1", "r", want), Target(6, "tenant-beta-1", "r", want),
+            Target(7, "tenant-beta-2", "r", want)])
+    s._look(42, 0, clock.t)  # fits tenant-alpha-1 only
+    s._look(43, 0, clock.t)  # fits tenant-beta-1 and tenant-beta-2: left to the scan, which reports it
+    assert [x[1] for x in c.calls] == [42]
+    s.update([(0, 5)], [])  # tenant-alpha-1 gone: its cut name fits no target now
+    c.calls.clear()
+    s._look(42, 0, clock.t)
+    assert c.calls == []

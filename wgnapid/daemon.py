@@ -11,7 +11,7 @@ import syslog
 import time
 
 from wgnapid import __version__, config, kernel, placement
-from wgnapid.links import MAX_BATCH, LinkEvent, Overflow
+from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
 from wgnapid.policywatch import PolicyWatch
@@ -219,20 +219,10 @@ class Daemon:
         return complete
 
     def _handle_events(self, space: Space) -> None:
-        self.spaces.touch(space)
-        # The first event is acted on before looking for more, so a link that
-        # appears on its own is written without waiting for the read that finds
-        # nothing; what else is pending follows as one batch.
-        for limit in (1, MAX_BATCH):
-            if not self._read_and_observe(space, limit):
-                return
-
-    def _read_and_observe(self, space: Space, limit: int) -> bool:
-        """Read up to ``limit`` events of one namespace and act on them; False
-        when there were none (or they overflowed and a re-list was done)."""
         rec, ns = space.rec, space.ns
+        self.spaces.touch(space)
         try:
-            events = space.source.read(limit)
+            events = space.source.read()
         except Overflow:
             rec.stats.overflows += 1
             self.log.warning(
@@ -243,9 +233,7 @@ class Daemon:
             self.spaces.open_source(space)
             self._resync_space(space, "overflow", wait=False)
             rec.stats.resyncs += 1
-            return False
-        if not events:
-            return False
+            return
         # A link is evaluated once per batch, so its write is made once; a
         # removal in between ends the link that was (batch_order).
         batch = []
@@ -262,7 +250,6 @@ class Daemon:
                     continue
             batch.append((link, ifindex not in rec.links))
         rec.observe_many(batch, wait=False)
-        return True
 
     def _rescan(self) -> None:
         """Discovery had news: enter, rename, release; new and renamed namespaces

@@ -220,11 +220,11 @@ class NetlinkSource:
     def close(self) -> None:
         self.sock.close()
 
-    def read(self, limit: int = MAX_BATCH) -> list[LinkEvent]:
-        """What is pending now: datagrams until ``limit`` events (or more, from
-        the last one) or none is left. Raises Overflow when events were lost."""
+    def read(self) -> list[LinkEvent]:
+        """What is pending now, up to about MAX_BATCH events. Raises Overflow when
+        events were lost."""
         events: list[LinkEvent] = []
-        while len(events) < limit:
+        while len(events) < MAX_BATCH:
             buf = recv_pending(self.sock, _RECV_SIZE)
             if buf is None:
                 return events
@@ -268,11 +268,9 @@ class UdevSource:
         # pyudev has no close(); dropping the monitor frees the socket.
         self.monitor = None
 
-    def read(self, limit: int = MAX_BATCH) -> list[LinkEvent]:
-        """What is pending now, up to ``limit`` events. Raises Overflow when
-        events were lost."""
+    def read(self) -> list[LinkEvent]:
         events: list[LinkEvent] = []
-        while len(events) < limit:
+        while len(events) < MAX_BATCH:
             try:
                 device = self.monitor.poll(timeout=0)
             except OSError as exc:

@@ -38,9 +38,8 @@ class Source:
     def __init__(self, events):
         self.events = events
 
-    def read(self, limit):
-        # One event per datagram, as rtnetlink sends them.
-        out, self.events = self.events[:limit], self.events[limit:]
+    def read(self):
+        out, self.events = self.events, []
         return out
 
 

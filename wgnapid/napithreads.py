@@ -21,6 +21,7 @@ once). Nothing here writes; placement.py changes what it finds.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -280,13 +281,15 @@ class NapiThreads:
         else:
             self._read = {str(t.pid): t for t in threads}
         self.threads = threads
-        self._previous = previous
-        self._moved = None
-        if previous is not None:
-            self._moved = self.moved_since(previous)
+        # What moved since ``previous``, and a weak reference to it: a strong
+        # one would chain every snapshot ever taken.
+        self._moved: list[NapiThread] | None = None
+        self._previous = None
         # Thread names by name, by the link name they fit whole; cut names as
         # they are. From a previous snapshot: its index, changed by what moved.
         if previous is not None:
+            self._moved = self.moved_since(previous)
+            self._previous = weakref.ref(previous)
             self._by_name = previous._by_name.copy()
             self._by_owner = previous._by_owner.copy()
             self._cut = set(previous._cut)
@@ -324,7 +327,7 @@ class NapiThreads:
 
     def moved_since(self, earlier: NapiThreads) -> list[NapiThread]:
         """The threads that are new in this snapshot or gone from ``earlier``."""
-        if self._moved is not None and self._previous is earlier:
+        if self._moved is not None and self._previous is not None and self._previous() is earlier:
             return self._moved
         a, b = earlier._read, self._read
         return ([t for pid in b.keys() - a.keys() if (t := b[pid]) is not None]

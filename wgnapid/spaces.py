@@ -234,13 +234,12 @@ class Spaces:
             gen = space.rec.generation
             self._generation += gen - self._seen.get(space, 0)
             self._seen[space] = gen
-            changed = space.rec.take_changed()
-            if not self.track_changes or self._changed is None:
-                pass
-            elif changed is None:
-                self._changed = None
-            else:
-                self._changed.update((space, ifindex) for ifindex in changed)
+            changed = space.rec.take_changed()  # taken always, kept only when followed
+            if self.track_changes and self._changed is not None:
+                if changed is None:
+                    self._changed = None
+                else:
+                    self._changed.update((space, ifindex) for ifindex in changed)
             if space.rec.next_retry() is not None:
                 self._waiting.add(space)
             else:

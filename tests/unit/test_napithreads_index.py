@@ -121,3 +121,17 @@ def test_known_names_kept_up_to_date_answer_as_built_anew(seed):
         for other in pool:
             thread_name = f"napi/{other}-{rng.choice([0, 12])}"[:COMM_LEN]
             assert kept.fitting(thread_name) == fresh.fitting(thread_name), thread_name
+
+
+def test_a_snapshot_does_not_keep_the_ones_before_it_alive():
+    import gc
+    import weakref
+
+    first = NapiThreads([thread(1, "napi/wg0-0", False)])
+    second = NapiThreads([thread(2, "napi/wg0-0", False)], previous=first)
+    third = NapiThreads([thread(3, "napi/wg0-0", False)], previous=second)
+    gone = weakref.ref(first)
+    del first, second
+    gc.collect()
+    assert gone() is None, "a chain of snapshots is kept"
+    assert [t.pid for t in third.of("wg0").threads] == [3]

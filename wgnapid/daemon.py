@@ -18,7 +18,7 @@ from wgnapid.policywatch import PolicyWatch
 from wgnapid.reconciler import Reconciler, shared_writers, summary_text
 from wgnapid.retries import KeptFds
 from wgnapid.spaces import Space, Spaces, raise_nofile
-from wgnapid.status import LinkRows, status_path
+from wgnapid.status import LinkRows, link_row, status_path
 from wgnapid.stallwatch import StallWatch
 from wgnapid.summary import pass_summary
 
@@ -350,10 +350,7 @@ class Daemon:
         return json.dumps(self.status_document(links=False))[:-1] + ', "links": ' + rows + "}"
 
     def _link_doc(self, st) -> dict:
-        doc = st.as_dict()
-        if self.steer is not None and (p := self.steer.status(st.name)) is not None:
-            doc["placement"] = p
-        return doc
+        return link_row(st, self.steer.status(st.name) if self.steer is not None else None)
 
     def _write_metrics(self) -> None:
         from wgnapid.napithreads import NapiThreads

@@ -48,6 +48,15 @@ def status_documents() -> list[dict]:
     return docs
 
 
+def link_row(st, placement: dict | None = None) -> dict:
+    """One link's row in the status document: LinkState.as_dict(), with
+    ``placement`` (wgnapid.placement.Steering.status) when there is one."""
+    row = st.as_dict()
+    if placement is not None:
+        row["placement"] = placement
+    return row
+
+
 class LinkRows:
     """The document's ``links`` array as JSON text, each row encoded again only
     when what it shows changed.
@@ -64,8 +73,7 @@ class LinkRows:
 
     def encode(self, states: Iterable, placement: Callable[[str], dict | None] | None = None) -> str:
         """The JSON array of ``states`` (reconciler LinkStates, in order):
-        each row is LinkState.as_dict(), plus ``placement`` when
-        ``placement(name)`` gives one (wgnapid.placement.Steering.status)."""
+        each row is link_row(st, placement(st.name))."""
         old = self._rows
         new: dict[tuple[int, int], tuple[tuple, str]] = {}
         parts = []
@@ -76,10 +84,7 @@ class LinkRows:
             key = (st.netns, st.ifindex)
             row = old.get(key)
             if row is None or row[0] != shown:
-                doc = st.as_dict()
-                if place is not None:
-                    doc["placement"] = place
-                row = (shown, dumps(doc))
+                row = (shown, dumps(link_row(st, place)))
             new[key] = row
             parts.append(row[1])
         self._rows = new

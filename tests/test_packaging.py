@@ -69,11 +69,16 @@ def test_sdist_and_wheel_build_without_warnings(tmp_path, setuptools):
     with tarfile.open(sdist) as tar:
         names = tar.getnames()
         assert any(n.endswith("/LICENSE") for n in names), names
+        # The compiled hot path builds from the sdist (its source and setup.py ride along).
+        assert any(n.endswith("/wgnapid/_hotpath.c") for n in names), names
+        assert any(n.endswith("/setup.py") for n in names), names
         (pkg_info,) = [n for n in names if n.count("/") == 1 and n.endswith("/PKG-INFO")]
         sdist_meta = tar.extractfile(pkg_info).read().decode()
     with zipfile.ZipFile(wheel) as whl:
         names = whl.namelist()
         assert any(re.fullmatch(r"wgnapid-[^/]+\.dist-info/licenses/LICENSE", n) for n in names), names
+        assert any(re.fullmatch(r"wgnapid/_hotpath\.cpython-[^/]+\.so", n) for n in names), names
+        assert not any(n.endswith(".c") for n in names), names
         (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         wheel_meta = whl.read(meta).decode()
     for doc in (sdist_meta, wheel_meta):

@@ -13,6 +13,8 @@ import errno
 import os
 from dataclasses import dataclass
 
+from wgnapid.accel import hotpath
+
 DEFAULT_ROOT = "/sys/class/net"
 
 
@@ -78,6 +80,43 @@ def _classify(exc: OSError, action: str, device_dir: str | None = None) -> Resul
         hint = ROOT_PERMISSION_HINT if os.geteuid() == 0 else PERMISSION_HINT
         return Result(Outcome.PERMISSION, detail=f"{action}: {os.strerror(err)}; {hint}")
     return Result(Outcome.ERROR, detail=f"{action}: {exc.strerror or exc}")
+
+
+def _written(written: int, size: int, value: int) -> Result:
+    # A write racing device removal can return 0 bytes instead of failing.
+    if written != size:
+        return Result(Outcome.GONE, detail=f"short write ({written} of {size} bytes)")
+    return Result(Outcome.OK, value=value)
+
+
+def _answer(r: int, size: int, value: int) -> Result:
+    """A pwrite_each result (bytes written, or -errno) as a Result."""
+    if r < 0:
+        return _classify(OSError(-r, os.strerror(-r)), "write")
+    return _written(r, size, value)
+
+
+def _pwrite_each_py(fds: list[int], data: bytes, max_written: int) -> tuple[list[tuple[int, int]], int]:
+    """The Python reference of wgnapid._hotpath.pwrite_each (see its comment)."""
+    answers: list[tuple[int, int]] = []
+    written = tried = 0
+    for i, fd in enumerate(fds):
+        if written >= max_written:
+            break
+        tried = i + 1
+        try:
+            r = os.pwrite(fd, data, 0)  # (EINTR is retried by Python itself, PEP 475)
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                answers.append((i, -exc.errno))
+            continue
+        answers.append((i, r))
+        if r == len(data):
+            written += 1
+    return answers, tried
+
+
+_pwrite_each = hotpath.pwrite_each if hotpath is not None else _pwrite_each_py
 
 
 def device_dir(dirfd: int) -> str:
@@ -210,9 +249,23 @@ class ThreadedAttr:
             if exc.errno == errno.EOPNOTSUPP:
                 return None
             return _classify(exc, "write")
-        if written != len(data):
-            return Result(Outcome.GONE, detail=f"short write ({written} of {len(data)} bytes)")
-        return Result(Outcome.OK, value=value)
+        return _written(written, len(data), value)
+
+    def retry_each(self, ops: list[Opened], value: int, max_written: int) -> tuple[list[tuple[int, Result]], int]:
+        """The retry of many waiting links: pwrite() of VALUE_BYTES[value] at
+        offset 0 on each of ``ops`` (opened for writing) in order, until every
+        one was tried or ``max_written`` writes succeeded (each success waits
+        for the kernel to start the link's NAPI kthread, KERNEL-FACTS.md).
+
+        Returns ([(index in ops, Result)] for every write the kernel did not
+        refuse with EOPNOTSUPP, how many of ``ops`` were tried). Refused writes
+        leave nothing behind: thousands of waiting links get that answer every
+        retry, so it costs one syscall each, in C when wgnapid._hotpath is built
+        (the GIL is released meanwhile), in the same loop in Python otherwise.
+        KeyError for a value other than 0 and 1."""
+        data = VALUE_BYTES[value]
+        answers, tried = _pwrite_each([op.fd for op in ops], data, max_written)
+        return [(i, _answer(r, len(data), value)) for i, r in answers], tried
 
     def close(self, op: Opened) -> None:
         """Close what ``open`` opened (the attribute, and the kept directory)."""

@@ -647,45 +647,60 @@ class Reconciler:
         get the full evaluation: proof, read, decision, write."""
         now = self.clock()
         full: list[tuple[Link, bool]] = []
-        successes = refused = 0
+        by_value: tuple[list[LinkState], list[LinkState]] = ([], [])  # kept files, by the value wanted
+        native = self.native
+        for st in self._retries.take(now):  # (a removed link's retry was discarded: not in it)
+            if st.kept is None or st.writing or (native and st.kind == "wireguard"):
+                full.append((Link(st.ifindex, st.name, st.kind), False))
+            else:
+                by_value[st.wanted == "on"].append(st)
         # Links already at the cap and still waiting all go to one slot.
         cap = self.policy.daemon.pending_max_delay * RETRY_CAP_SHARE
         at_cap: list[LinkState] = []
-        pwrite, native, inline_ok = self.attr.pwrite, self.native, self.inline
-        due = self._retries.take(now)  # (a removed link's retry was discarded: not in it)
-        for st in due:
-            op = st.kept
-            if op is None or st.writing or (native and st.kind == "wireguard"):
-                full.append((Link(st.ifindex, st.name, st.kind), False))
-                continue
-            want = 1 if st.wanted == "on" else 0
-            inline = inline_ok and successes < RETRY_INLINE_SUCCESSES
-            if inline:
-                result = pwrite(op, want)
-                if result is None:
-                    # The common case, kept to one pwrite: no read, no log, no state change.
-                    refused += 1
-                    if st.retry_delay == cap:
-                        at_cap.append(st)
-                    else:
-                        self._schedule_retry(st, now)
-                    continue
-            self.stats.evaluations += 1
-            st.kept = None  # the write holds it now: _release keeps or closes it
-            self._kept.give()
-            w = _Write(st, self, op, want, st.current if st.current is not None else 1 - want,
-                       drifted=False)
-            if not inline:
-                self._submit(w)  # many became settable at once: writes in parallel
-                continue
-            successes += result.outcome is Outcome.OK
-            check = self.attr.read_opened(op) if result.outcome is Outcome.OK else None
-            self._finish(w, result, check)
-            self._release(w)
-        self.stats.evaluations += refused
-        self.stats.writes += refused
+        for want, batch in enumerate(by_value):
+            if batch:
+                self._retry_kept(batch, want, now, cap, at_cap)
         self._retries.add_many(at_cap, self._retries.slot(now, cap, cap))
         self.observe_many(full, wait=wait)
+
+    def _retry_kept(self, batch: list[LinkState], want: int, now: float, cap: float,
+                    at_cap: list[LinkState]) -> None:
+        """retry_due() for links whose kept file gets ``want``: one pwrite each
+        (ThreadedAttr.retry_each), inline until RETRY_INLINE_SUCCESSES of them
+        succeeded; the rest of the batch goes to the writer threads (many
+        became settable at once: writes in parallel). A refused write (still
+        waiting) changes nothing but the link's next retry, appended to
+        ``at_cap`` when that is the cap."""
+        limit = RETRY_INLINE_SUCCESSES if self.inline else 0
+        answers, tried = self.attr.retry_each([st.kept for st in batch], want, limit)
+        answered = dict(answers)
+        refused = tried - len(answered)
+        for i in range(tried):
+            st = batch[i]
+            result = answered.get(i)
+            if result is None:
+                # The common case, kept to one pwrite: no read, no log, no state change.
+                if st.retry_delay == cap:
+                    at_cap.append(st)
+                else:
+                    self._schedule_retry(st, now)
+                continue
+            w = self._take_kept(st, want)
+            check = self.attr.read_opened(w.opened) if result.outcome is Outcome.OK else None
+            self._finish(w, result, check)
+            self._release(w)
+        for st in batch[tried:]:
+            self._submit(self._take_kept(st, want))
+        self.stats.evaluations += refused
+        self.stats.writes += refused
+
+    def _take_kept(self, st: LinkState, want: int) -> _Write:
+        """A write of ``want`` on the link's kept file: the write holds the file
+        now (_release keeps or closes it)."""
+        self.stats.evaluations += 1
+        op, st.kept = st.kept, None
+        self._kept.give()
+        return _Write(st, self, op, want, st.current if st.current is not None else 1 - want, drifted=False)
 
     # -- whole sets ---------------------------------------------------------
 

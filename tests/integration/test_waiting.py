@@ -9,6 +9,7 @@ import os
 import sys
 import time
 
+from wgnapid import accel
 from wgtest import assert_clean_log, wait_until, write_policy
 
 MARGIN = 4.0  # seconds on top of a documented bound; the machine is shared
@@ -84,6 +85,53 @@ def test_a_kept_threaded_file_follows_its_device_and_fails_with_enodev_once_it_i
     assert out["retry_waiting"] is None and out["retry_renamed_waiting"] is None
     assert out["retry_renamed_settable"] == ["ok", 1]
     assert out["retry_deleted"] == ["gone", None]
+
+
+# Run inside the namespace: the retry batch (ThreadedAttr.retry_each) on real
+# `threaded` files that refuse (EOPNOTSUPP: no NAPI), accept, or belong to a
+# deleted link (ENODEV), by the compiled loop and by its Python reference.
+BATCH_PROBE = r"""
+import json, os, subprocess
+from wgnapid import accel, sysfs
+def ip(*a): subprocess.run(["ip", *a], check=True, capture_output=True, timeout=60)
+names = ["vw0", "vs0", "vg0", "vw1", "vs1"]
+for i, n in enumerate(names):
+    ip("link", "add", n, "type", "veth", "peer", "name", f"p{i}")
+for n in ("vs0", "vs1"):
+    ip("link", "set", n, "up")
+    subprocess.run(["ethtool", "-K", n, "gro", "on"], check=True, capture_output=True, timeout=60)
+fds = [os.open(f"/sys/class/net/{n}/threaded", os.O_RDWR) for n in names]
+ip("link", "del", "vg0")
+out = {"compiled": accel.hotpath is not None}
+impls = {"py": sysfs._pwrite_each_py}
+if accel.hotpath is not None:
+    impls["c"] = accel.hotpath.pwrite_each
+for key, f in impls.items():
+    out[key] = [f(fds, b"1\n", 1), f(fds, b"1\n", 10), f(fds, b"0\n", 10)]
+answers, tried = sysfs.ThreadedAttr().retry_each([sysfs.Opened(n, fd, True) for n, fd in zip(names, fds)], 1, 10)
+out["retry_each"] = [[i, r.outcome.value, r.value] for i, r in answers] + [tried]
+out["reads"] = [open(f"/sys/class/net/{n}/threaded").read().strip() for n in ("vw0", "vs0", "vs1")]
+print(json.dumps(out))
+"""
+
+
+def test_the_retry_batch_on_real_links_compiled_and_in_python(netns):
+    """pwrite_each (wgnapid/_hotpath.c) and its Python reference give the same
+    answers on real `threaded` files: nothing for a refused write
+    (EOPNOTSUPP), bytes written or -ENODEV otherwise, stopping after
+    max_written writes that succeeded."""
+    out = json.loads(netns.run(sys.executable, "-c", BATCH_PROBE, timeout=120).stdout)
+    if os.environ.get("WGNAPID_REQUIRE_HOTPATH") == "1" and not accel.forced_off():
+        assert out["compiled"], "the compiled hot path is not built"
+    gone = -errno.ENODEV
+    expected = [[[[1, 2]], 2],  # vw0 refused, vs0 written: one success, stop
+                [[[1, 2], [2, gone], [4, 2]], 5],
+                [[[1, 2], [2, gone], [4, 2]], 5]]
+    assert out["py"] == expected
+    if out["compiled"]:
+        assert out["c"] == expected
+    assert out["retry_each"] == [[1, "ok", 1], [2, "gone", None], [4, "ok", 1], 5]
+    assert out["reads"] == ["0", "1", "1"]
 
 
 def _threaded_fds(pid: int) -> dict[int, str]:

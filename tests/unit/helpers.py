@@ -171,6 +171,21 @@ class Attr(ThreadedAttr):
             return Result(Outcome.OK, value=value)
         return super().pwrite(op, value)
 
+    def retry_each(self, ops, value, max_written):
+        # The retry batch with each write through pwrite() above (the fake
+        # kernel); the real batch runs on real files in
+        # tests/unit/test_hotpath.py and tests/integration/test_waiting.py.
+        answers, written, tried = [], 0, 0
+        for i, op in enumerate(ops):
+            if written >= max_written:
+                break
+            tried = i + 1
+            result = self.pwrite(op, value)
+            if result is not None:
+                answers.append((i, result))
+                written += result.outcome is Outcome.OK
+        return answers, tried
+
 
 def write(path: Path, text: str | bytes) -> str:
     """A policy file (text, or bytes for encoding tests) at ``path``; its path as a string."""

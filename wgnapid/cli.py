@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from wgnapid import DROP_INS, __version__, config, ifname, kernel
+from wgnapid import DROP_INS, __version__, accel, config, ifname, kernel
 from wgnapid.log import JOURNAL_SOCKET, LEVELS, Log, journald_reachable
 
 # EX_CONFIG (sysexits.h): the unit's RestartPreventExitStatus=78 stops systemd
@@ -517,6 +517,7 @@ def cmd_doctor(args) -> int:
         "sysfs_writable": {name: why is None for name, why in writable.items()},
         "journald": journald_problem is None,
         "journald_problem": journald_problem,
+        "hotpath": accel.hotpath is not None,  # the per-link loops compiled (wgnapid/accel.py)
         "warnings": warnings,
         "policy_files": files,
         "privileges": {"root": os.geteuid() == 0, "cap_net_admin": has_cap_net_admin(),
@@ -545,6 +546,7 @@ def cmd_doctor(args) -> int:
             ro = [n for n, why in writable.items() if why]
             print(f"writable:   {'yes' if not ro else 'NO for ' + ', '.join(ro)}")
         print(f"journald:   {'reachable' if doc['journald'] else f'not reachable ({journald_problem}): logging goes to stderr'}")
+        print(f"hot path:   {accel.describe()}")
         print(f"policy:     {', '.join(files) or 'INVALID'}")
         for w in warnings:
             print(f"WARNING:    {w}")

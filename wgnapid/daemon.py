@@ -10,7 +10,7 @@ import socket
 import syslog
 import time
 
-from wgnapid import __version__, config, kernel, placement
+from wgnapid import __version__, accel, config, kernel, placement
 from wgnapid.links import LinkEvent, Overflow
 from wgnapid.log import Log
 from wgnapid.netns import NetNamespace
@@ -476,7 +476,7 @@ class Daemon:
             "started",
             f"wgnapid {__version__} started: source {self.policy.daemon.source}, kernel "
             f"{self.verdict.release}, policy {', '.join(self.policy.files)}, "
-            f"namespaces {self.policy.daemon.namespaces}",
+            f"namespaces {self.policy.daemon.namespaces}, hot path {accel.describe()}",
         )
         self._guard_warning()
         self.resync("start-up")

@@ -198,7 +198,8 @@ def test_dev_run_on_a_fresh_clone_tells_what_it_found_and_did(netns, tmp_path):
 
         # The start line, what it found and did, and the kernel agrees.
         assert re.search(rf"^wgnapid: info: wgnapid \S+ started: source netlink, kernel {re.escape(os.uname().release)}, "
-                         rf"policy {re.escape(str(policy))}, namespaces self$", text, re.M), text
+                         rf"policy {re.escape(str(policy))}, namespaces self, "
+                         r"hot path compiled \(wgnapid\._hotpath\)$", text, re.M), text
         assert re.search(r"^wgnapid: info: va0: threaded NAPI on \[rule veths\]$", text, re.M), text
         assert re.search(r"^wgnapid: info: va1: waiting: no NAPI instance yet.*\[rule veths\]$", text, re.M), text
         assert not re.search(r"vx0:", text), "a link no rule matches was logged"

@@ -71,7 +71,7 @@ def base_image(work: Path) -> str:
 
 
 def build_deb(work: Path) -> Path:
-    """wgnapid_<version>_all.deb, built from this tree's files as a fresh clone has them."""
+    """wgnapid_<version>_<arch>.deb, built from this tree's files as a fresh clone has them."""
     broot = debroot.mkroot("build-deb", build_deps=REPO / "debian" / "control")
     ov = debroot.Overlay(work, "deb", broot)
     src = f"/root/build/wgnapid-{version()}"
@@ -81,7 +81,7 @@ def build_deb(work: Path) -> Path:
     if r.returncode != 0:
         sys.stderr.write(r.stdout[-6000:])
         raise SystemExit("build_image: dpkg-buildpackage failed")
-    (deb,) = ov.host_path("/root/build").glob("wgnapid_*_all.deb")
+    (deb,) = ov.host_path("/root/build").glob("wgnapid_*.deb")
     return deb
 
 

@@ -47,8 +47,9 @@ pytestmark = [
 BUILD_EXTRA = "lintian python3-build twine"
 # What ${python3:Depends} must resolve to (besides python3 itself).
 RUNTIME = {"python3-pydantic", "python3-pyroute2", "python3-pyudev"}
-# Loaded with ctypes (wgnapid/log.py: sd_journal_sendv), so declared by hand.
-LIBS = {"libsystemd0"}
+# Loaded with ctypes (wgnapid/log.py: sd_journal_sendv), so declared by hand;
+# libc6 comes from ${shlibs:Depends} (the compiled hot path, wgnapid/_hotpath.c).
+LIBS = {"libsystemd0", "libc6"}
 TIMES: dict[str, float] = {}
 
 
@@ -102,7 +103,7 @@ twine check --strict /root/dist/* > /root/twine.txt 2>&1 && echo 0 > /root/twine
     TIMES["build+lintian"] = time.monotonic() - t0
     assert r.returncode == 0, f"build failed:\n{r.stdout[-6000:]}"
     out = ov.host_path("/root/build")
-    debs = sorted(out.glob("wgnapid_*_all.deb"))
+    debs = sorted(out.glob("wgnapid_*.deb"))
     assert len(debs) == 1, sorted(p.name for p in out.iterdir())
     lintian = ov.host_path("/root/lintian.txt").read_text()
     report(request, f"lintian ({len(lintian.splitlines())} lines):\n{lintian}".rstrip())
@@ -148,6 +149,10 @@ def test_deb_contents(built):
                    for n in ("namespaces-all", "placement", "realtime", "metrics"))):
         assert want in paths, f"{want} not in the package:\n{listing}"
     assert not any("/tests/" in p for p in paths), "the test suite was installed"
+    # The compiled hot path, built for Debian's Python; its C source stays out.
+    assert any(re.fullmatch(r"/usr/lib/python3/dist-packages/wgnapid/_hotpath\.cpython-3\d+-[\w-]+\.so", p)
+               for p in paths), listing
+    assert not any(p.endswith(".c") for p in paths), listing
     control = subprocess.run(["dpkg-deb", "-I", deb, "conffiles"], capture_output=True, text=True,
                              check=True).stdout.split()
     assert control == ["/etc/wgnapid/wgnapid.toml"]
@@ -328,6 +333,8 @@ def test_commands_and_man_pages(guest):
     assert r.returncode == 0 and r.stdout.strip() == f"wgnapid {__version__}", r
     r = guest.run("wgnapid", "doctor")
     assert r.returncode == 0, r.stdout + r.stderr
+    # The installed package runs the compiled hot path (Debian's Python 3.13 imports it).
+    assert re.search(r"^hot path: +compiled \(wgnapid\._hotpath\)$", r.stdout, re.M), r.stdout
     r = guest.run("wgnapid", "status", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -348,7 +355,7 @@ def test_commands_and_man_pages(guest):
 
 def test_upgrade_restarts_the_service(guest):
     pid = guest.unit_property("wgnapid", "MainPID")
-    r = guest.sh("dpkg -i /root/debs/wgnapid_*_all.deb")
+    r = guest.sh("dpkg -i /root/debs/wgnapid_*.deb")
     assert r.returncode == 0, r.stdout + r.stderr
     assert guest.unit_property("wgnapid", "ActiveState") == "active"
     assert guest.unit_property("wgnapid", "MainPID") not in (pid, "0"), "not restarted on upgrade"
@@ -386,7 +393,7 @@ def test_purge_stops_the_service_and_leaves_nothing(guest, roots):
 
 
 def test_install_starts_the_service(guest):
-    r = guest.sh("dpkg -i /root/debs/wgnapid_*_all.deb")
+    r = guest.sh("dpkg -i /root/debs/wgnapid_*.deb")
     assert r.returncode == 0, r.stdout + r.stderr
     assert guest.systemctl("is-enabled", "wgnapid").stdout.strip() == "enabled"
     assert guest.unit_property("wgnapid", "ActiveState") == "active"

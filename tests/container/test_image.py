@@ -243,7 +243,8 @@ def test_runs_as_the_daemonset_threads_reloads_and_stops(image, node, tmp_path):
         # Ready (the probe's own command) once the first reconcile is done.
         wait_until(ready, READY_TIMEOUT, "the readiness probe to pass")
         print(f"ready {time.monotonic() - t0:.1f} s after `podman run`")
-        assert re.search(r"^wgnapid: info: wgnapid \S+ started: source netlink", logs(), re.M), logs()
+        assert re.search(r"^wgnapid: info: wgnapid \S+ started: source netlink.*, "
+                         r"hot path compiled \(wgnapid\._hotpath\)$", logs(), re.M), logs()
         assert re.search(r"^wgnapid: notice: nothing to do after start-up: the one link here \(lo\)", logs(), re.M), logs()
 
         # Stand-ins created on the node after start: a tun link with NAPI and a

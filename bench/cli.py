@@ -100,7 +100,28 @@ def snapshot_wgnapid(repo: str, worktree: bool, ref: str = "HEAD") -> tuple[str,
     compileall.compile_dir(os.path.join(top, "wgnapid"), quiet=1)  # start-up timing: no compiling
     return top, {"wgnapid_commit": git("log", "-1", "--format=%h", "HEAD" if worktree else ref, "--",
                                        "wgnapid") or "?",
-                 "wgnapid_dirty": dirty}
+                 "wgnapid_dirty": dirty, "hotpath": build_hotpath(top)}
+
+
+def build_hotpath(top: str) -> str:
+    """Compile the snapshot's wgnapid/_hotpath.c in place (as an editable install
+    does), so the daemon runs what that commit would: "compiled", or "Python"
+    when the snapshot has no C source (an older commit). A build failure stops
+    the run (RuntimeError) rather than measuring the Python references unsaid."""
+    pkg = os.path.join(top, "wgnapid")
+    for name in os.listdir(pkg):
+        if name.startswith("_hotpath.") and name.endswith(".so"):
+            os.unlink(os.path.join(pkg, name))  # copied from a working tree: maybe stale
+    if not os.path.exists(os.path.join(pkg, "_hotpath.c")):
+        return "Python"
+    code = ("from setuptools import Extension, setup; setup(name='wgnapid-bench', script_args=["
+            "'build_ext', '--inplace', '--build-temp', 'build'], "
+            "ext_modules=[Extension('wgnapid._hotpath', ['wgnapid/_hotpath.c'])])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=top, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"building wgnapid/_hotpath.c for the snapshot failed:\n{r.stdout}{r.stderr}")
+    shutil.rmtree(os.path.join(top, "build"), ignore_errors=True)
+    return "compiled"
 
 
 def render(runs: list[dict], meta: dict) -> tuple[str, str]:
@@ -120,7 +141,8 @@ def render(runs: list[dict], meta: dict) -> tuple[str, str]:
         f"- Kernel: {m['kernel']} (no WireGuard module; tun and veth stand in)",
         f"- Python {m['python']}, wgnapid {m['wgnapid']} (daemon code as of commit "
         f"{m.get('wgnapid_commit', '?')}{', with uncommitted changes' if m.get('wgnapid_dirty') else ''}, "
-        f"snapshotted for the whole run; repository at {m['git']}), pyroute2 {m['pyroute2']}, "
+        f"snapshotted for the whole run; repository at {m['git']}; hot path {m.get('hotpath', 'Python')}), "
+        f"pyroute2 {m['pyroute2']}, "
         f"pydantic {m['pydantic']}, matplotlib {m['matplotlib']}",
         f"- Load average before: {' '.join(f'{x:.2f}' for x in m['load_before'])}; after: "
         f"{' '.join(f'{x:.2f}' for x in m['load_after'])}; whole-machine CPU busy during the run: "
@@ -196,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     snapshot, snap_info = snapshot_wgnapid(orchestrate.REPO, args.worktree, args.ref)
     meta.update(snap_info)
     print(f"bench: wgnapid daemon code of commit {meta['wgnapid_commit']}"
-          f"{' + uncommitted changes' if meta['wgnapid_dirty'] else ''}, snapshot in {snapshot}",
+          f"{' + uncommitted changes' if meta['wgnapid_dirty'] else ''}, hot path {meta['hotpath']}, "
+          f"snapshot in {snapshot}",
           flush=True)
     print(f"bench: {total} runs on kernel {meta['kernel']}, {meta['cpus']} CPUs; "
           f"load {meta['load_before'][0]:.2f}; qemu {'RUNNING' if _qemu_running() else 'not running'}; "

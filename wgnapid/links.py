@@ -1,14 +1,15 @@
 """Where links come from: link dumps, link events (rtnetlink or udev), WireGuard peers.
 
 Link messages are parsed by a minimal rtnetlink reader here rather than by
-pyroute2's message classes: decoding every attribute of a tun RTM_NEWLINK cost
-137-148 us with pyroute2 0.9.7/0.7.7, against 6.5 us here (bench/RESULTS.md),
-and the daemon needs three fields (ifindex, name, kind). pyroute2 serves the
-WireGuard generic-netlink query, where its protocol knowledge is the point.
-Walking a message's ~32 attributes before IFLA_LINKINFO still costs ~15-20 us
-in Python, 0.2 s per resync at 10,000 links: ``link_messages`` runs
-wgnapid/_hotpath.c when it is built, and the Python below (the reference,
-tested to give the same answers) otherwise.
+pyroute2's message classes: decoding every attribute of a tun RTM_NEWLINK event
+cost 359-367 us with pyroute2 0.9.7/0.7.7 (bench/RESULTS.md, "Parsing one
+RTM_NEWLINK event"), and the daemon needs three fields (ifindex, name, kind).
+pyroute2 serves the WireGuard generic-netlink query, where its protocol
+knowledge is the point. Walking a message's ~32 attributes before
+IFLA_LINKINFO still costs 15-20 us in Python (0.2 s per resync at 10,000
+links), 0.5 us in C: ``link_messages`` runs wgnapid/_hotpath.c when it is
+built, and the Python below (the reference, tested to give the same answers)
+otherwise.
 
 Events are hints: every consumer re-reads the truth from the kernel.
 """

@@ -232,13 +232,11 @@ class ThreadedAttr:
 
     def pwrite(self, op: Opened, value: int) -> Result | None:
         """One pwrite of VALUE_BYTES[value] at offset 0 on ``op`` (opened for
-        writing): the one write of this module, and by itself the retry of a
-        waiting link's kept file.
+        writing): the write of write_opened(). Waiting links are retried in
+        batches by retry_each(), which answers the same way.
 
         None when the kernel refuses it with EOPNOTSUPP (no NAPI instance yet,
-        KERNEL-FACTS.md): the answer thousands of waiting links get every
-        retry, so that case is one syscall and nothing else (bench/README.md,
-        "Waiting links and one link at a time"). Otherwise Result(OK, value),
+        KERNEL-FACTS.md). Otherwise Result(OK, value),
         or the errno's outcome; a write racing device removal can return 0
         bytes instead of failing, so anything short is GONE. KeyError for a
         value other than 0 and 1."""

@@ -31,9 +31,10 @@ def read(fd):
     except OSError as e:
         return -e.errno
 from wgnapid.sysfs import Opened, ThreadedAttr
-def retry(fd):  # wgnapid's retry of a kept file: None while EOPNOTSUPP
-    r = ThreadedAttr().pwrite(Opened("va0", fd, True), 1)
-    return None if r is None else [r.outcome.value, r.value]
+def retry(fd):  # wgnapid's retry of a kept file (retry_each): None while EOPNOTSUPP
+    answers, tried = ThreadedAttr().retry_each([Opened("va0", fd, True)], 1, 1)
+    assert tried == 1, tried
+    return [[r.outcome.value, r.value] for _, r in answers][0] if answers else None
 def read_path(p):
     with open(p) as f:
         return f.read().strip()
@@ -80,7 +81,7 @@ def test_a_kept_threaded_file_follows_its_device_and_fails_with_enodev_once_it_i
     # Deleted (promptly, although the fd was open): ENODEV, never another link.
     assert out["deleted_write"] == out["deleted_read"] == -errno.ENODEV
     assert out["recreated_write"] == -errno.ENODEV and out["new_link_reads"] == "0"
-    # ThreadedAttr.pwrite, the daemon's retry, on the same file: None while
+    # ThreadedAttr.retry_each, the daemon's retry, on the same file: None while
     # waiting (renamed or not), the value once settable, gone once deleted.
     assert out["retry_waiting"] is None and out["retry_renamed_waiting"] is None
     assert out["retry_renamed_settable"] == ["ok", 1]

@@ -105,6 +105,35 @@ def _read(path: str) -> bytes | None:
         return None
 
 
+def unnamed_fork(stat: bytes) -> bool:
+    """Whether ``stat`` (a /proc/PID/stat) is of a kthread forked but not yet
+    named: a child of kthreadd that still carries kthreadd's comm.
+
+    Before Linux 6.4, kthreadd forks the thread, the fork event (proc
+    connector) goes out, and only after the child ran and signalled its
+    creator does the creator name it (kernel/kthread.c,
+    __kthread_create_on_node: set_task_comm after wait_for_completion). No
+    event tells when the name is set, so the name has to be looked at again.
+    Such a child either gets its name or exits (a killed creator) soon after.
+    From 6.4 on, copy_process names it before the fork event (commits
+    cf587db2ee02 and 73e0c116594d), and this is never true of a new kthread."""
+    lpar, rpar = stat.find(b"("), stat.rfind(b")")
+    fields = stat[rpar + 2 :].split(maxsplit=2)  # state, ppid, the rest
+    return stat[lpar + 1 : rpar] == b"kthreadd" and len(fields) >= 2 and fields[1] == str(KTHREADD).encode()
+
+
+def read_fork(pid: int, *, whole_names: bool | None = None) -> tuple[NapiThread | None, bool]:
+    """A new task looked at once: (its `napi/` thread or None, whether it is a
+    kthread not yet named, see unnamed_fork). One read of /proc/PID/stat
+    answers both, so a name set between two reads cannot hide the thread.
+    Raises nothing: the task can exit at any time."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None, False
+    t = read_thread(pid, whole_names=whole_names, stat=stat)
+    return t, t is None and unnamed_fork(stat)
+
+
 def read_thread(pid: int, *, whole_names: bool | None = None,
                 stat: bytes | None = None) -> NapiThread | None:
     """The `napi/` kthread with this PID, or None when it is not one (or is gone).
@@ -250,7 +279,8 @@ class NapiThreads:
 
     ``threads``: give a list instead of scanning /proc (tests, one pid).
     ``previous``: an earlier snapshot whose reads and index are reused for
-    every PID still there: only new PIDs are read from /proc and only threads
+    every PID still there: only new PIDs (and kthreads it saw before they were
+    named) are read from /proc and only threads
     that came or went are indexed again (10,000 links: ~10 ms instead of a
     full scan's ~300 ms). Its records of those PIDs are as old as it is:
     refreshed() reads again the threads about to be acted on; a PID reused by
@@ -269,14 +299,21 @@ class NapiThreads:
         if previous is not None and previous._whole_names != whole_names:
             previous = None
         old = previous._read if previous is not None else {}
+        # PIDs of kthreads not yet named (unnamed_fork): read again next time.
+        self._unnamed: set[str] = set()
         if threads is None:
             with os.scandir("/proc") as entries:
                 listed = {e.name for e in entries if e.name.isdigit()}
             kept = listed & old.keys()
+            if previous is not None:
+                kept -= previous._unnamed
             # Every PID looked at (as /proc names it): its thread, or None.
             self._read: dict[str, NapiThread | None] = {pid: old[pid] for pid in kept}
             for pid in listed - kept:
-                self._read[pid] = read_thread(int(pid), whole_names=whole_names)
+                t, unnamed = read_fork(int(pid), whole_names=whole_names)
+                self._read[pid] = t
+                if unnamed:
+                    self._unnamed.add(pid)
             threads = [t for t in self._read.values() if t is not None]
         else:
             self._read = {str(t.pid): t for t in threads}
@@ -326,11 +363,13 @@ class NapiThreads:
                     self._by_owner.pop(link, None)
 
     def moved_since(self, earlier: NapiThreads) -> list[NapiThread]:
-        """The threads that are new in this snapshot or gone from ``earlier``."""
+        """The threads that are new in this snapshot or gone from ``earlier``;
+        a kthread ``earlier`` saw before it was named counts as new."""
         if self._moved is not None and self._previous is not None and self._previous() is earlier:
             return self._moved
         a, b = earlier._read, self._read
         return ([t for pid in b.keys() - a.keys() if (t := b[pid]) is not None]
+                + [t for pid in earlier._unnamed if a.get(pid) is None and (t := b.get(pid)) is not None]
                 + [t for pid in a.keys() - b.keys() if (t := a[pid]) is not None])
 
     def refreshed(self, threads) -> tuple[NapiThread, ...]:

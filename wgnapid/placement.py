@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from wgnapid import DROP_INS, procevents
-from wgnapid.napithreads import KnownNames, NapiThread, NapiThreads, format_cpus, owner, read_thread
+from wgnapid.napithreads import KnownNames, NapiThread, NapiThreads, format_cpus, owner, read_fork
 
 SCHED_POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
 _SCHED_RE = re.compile(r"(other)(?::nice=(-?\d+))?|(fifo|rr):(\d+)")
@@ -296,7 +296,9 @@ class Placer:
 
 # -- the daemon's side: targets, the connector, the scans ----------------------------
 
-NAME_RETRIES = (0.002, 0.01, 0.05, 0.2, 1.0)  # seconds after a kthread fork to read its name
+# Seconds between looks at a kthread fork not yet named (~10 s in all); it is
+# named microseconds after its fork unless its creator is starved of CPU.
+NAME_RETRIES = (0.002, 0.01, 0.05, 0.2, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0)
 SCAN_AFTER_EVENT = 0.5  # a full scan (and the log line) this long after threads were placed
 SCAN_MIN_INTERVAL = 1.0  # without the connector: scans after state changes, at most this often
 
@@ -459,16 +461,20 @@ class Steering:
             self._look(pid, 0, now)
 
     def _look(self, pid: int, attempt: int, now: float) -> None:
-        t = read_thread(pid)
+        """Look at a new kthread (``attempt``: how many looks found it unnamed)
+        and place it at once when it is a target's."""
+        t, unnamed = read_fork(pid)
         if t is None:
-            try:
-                with open(f"/proc/{pid}/comm", "rb") as f:
-                    unnamed = f.read().strip() == b"kthreadd"
-            except OSError:
-                return  # gone
-            if unnamed and attempt < len(NAME_RETRIES):
+            if not unnamed:
+                return  # gone, or named and not a NAPI thread
+            if attempt < len(NAME_RETRIES):
                 # Forked, not yet named by kthread_create: look again shortly.
                 self._pending.append((now + NAME_RETRIES[attempt], pid, attempt + 1))
+            else:
+                # Unnamed for seconds (a starved creator): stop polling it and
+                # leave it to a full scan, which reads every PID again.
+                self._full = True
+                self._scan_at = now if self._scan_at is None else min(self._scan_at, now)
             return
         dev, _, napi_id = t.name[len("napi/"):].rpartition("-")
         if not t.cut and napi_id.isdigit():

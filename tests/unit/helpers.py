@@ -195,3 +195,13 @@ def write(path: Path, text: str | bytes) -> str:
     else:
         path.write_text(text)
     return str(path)
+
+
+def stat_line(pid, comm, ppid, *, utime=0, stime=0, nice=0, cpu=0, rtprio=0, policy=0):
+    """A /proc/PID/stat line: fields 3..52, the ones wgnapid reads set."""
+    f = ["0"] * 50  # f[i] is field i + 3
+    f[0], f[1] = "S", str(ppid)
+    f[11], f[12] = str(utime), str(stime)
+    f[16] = str(nice)
+    f[36], f[37], f[38] = str(cpu), str(rtprio), str(policy)
+    return f"{pid} ({comm}) {' '.join(f)}\n".encode()

@@ -7,46 +7,10 @@ import os
 import pytest
 
 from wgnapid import napithreads
-from wgnapid.napithreads import CLK_TCK, NapiThreads, format_cpus, read_thread, thread_matches
+from wgnapid.napithreads import (CLK_TCK, NapiThreads, format_cpus, read_fork, read_thread, thread_matches,
+                                 unnamed_fork)
 
-
-def stat_line(pid, comm, ppid, *, utime=0, stime=0, nice=0, cpu=0, rtprio=0, policy=0):
-    """A /proc/PID/stat line: fields 3..52, the ones read here set."""
-    f = ["0"] * 50  # f[i] is field i + 3
-    f[0], f[1] = "S", str(ppid)
-    f[11], f[12] = str(utime), str(stime)
-    f[16] = str(nice)
-    f[36], f[37], f[38] = str(cpu), str(rtprio), str(policy)
-    return f"{pid} ({comm}) {' '.join(f)}\n".encode()
-
-
-@pytest.fixture
-def fake_proc(tmp_path, monkeypatch):
-    """Returns add(pid, comm, ppid, whole=None, **stat): builds <tmp>/proc/<pid>/stat
-    (and /comm holding ``whole`` when given) and points napithreads at it."""
-    proc = tmp_path / "proc"
-    proc.mkdir()
-    (proc / "self").mkdir()  # non-numeric entries are skipped
-    (proc / "77").mkdir()  # a task that exited: no stat file any more
-    real_open, real_scandir = open, os.scandir
-
-    def fake_open(path, *a, **k):
-        if isinstance(path, str) and path.startswith("/proc/"):
-            path = str(proc) + path[len("/proc"):]
-        return real_open(path, *a, **k)
-
-    monkeypatch.setattr(napithreads, "open", fake_open, raising=False)
-    monkeypatch.setattr(napithreads.os, "scandir",
-                        lambda p: real_scandir(proc) if p == "/proc" else real_scandir(p))
-    monkeypatch.setattr(napithreads.os, "sched_getaffinity", lambda pid: {0, 1})
-
-    def add(pid, comm, ppid=2, whole=None, **kw):
-        (proc / str(pid)).mkdir()
-        (proc / str(pid) / "stat").write_bytes(stat_line(pid, comm[:15], ppid, **kw))
-        if whole is not None:
-            (proc / str(pid) / "comm").write_text(whole + "\n")
-
-    return add
+from .helpers import stat_line
 
 
 def test_counts_kernel_threads_of_the_device(fake_proc):
@@ -78,6 +42,37 @@ def test_fields_read_from_stat(fake_proc):
     assert t.cpus == frozenset({0, 1})
     assert t.as_dict()["cpus"] == "0-1"
     assert read_thread(77) is None and read_thread(12345) is None
+
+
+def test_a_kthread_not_yet_named_is_told_apart(fake_proc):
+    fake_proc(2, "kthreadd", ppid=0)  # kthreadd itself
+    fake_proc(500, "kthreadd")  # its child before the creator named it
+    fake_proc(501, "kthreadd", ppid=1234)  # a user task calling itself that
+    fake_proc(502, "napi/wg0-0")
+    fake_proc(503, "kworker/0:1")
+    assert [read_fork(p, whole_names=True)[1] for p in (2, 500, 501, 502, 503, 77, 12345)] == \
+        [False, True, False, False, False, False, False]
+    assert read_fork(502, whole_names=True)[0].name == "napi/wg0-0"
+    assert unnamed_fork(b"9 (kthreadd) S 2 0 0") and not unnamed_fork(b"9 (kthreadd) S 21 0 0")
+
+
+def test_a_scan_for_news_sees_a_thread_named_after_the_last_scan(fake_proc):
+    # A scan for news reads only new PIDs; a kthread it saw still carrying
+    # kthreadd's name is read again until it is named (or gone).
+    fake_proc(500, "kthreadd")
+    fake_proc(501, "kthreadd")
+    first = NapiThreads(whole_names=True)
+    assert first.count("wg0") == 0
+    fake_proc(500, "napi/wg0-0")
+    second = NapiThreads(previous=first, whole_names=True)
+    assert [t.pid for t in second.of("wg0").threads] == [500]
+    assert [t.pid for t in second.moved_since(first)] == [500]
+    fake_proc(501, "napi/wg0-0")
+    third = NapiThreads(previous=second, whole_names=True)
+    assert [t.pid for t in third.of("wg0").threads] == [500, 501]
+    assert [t.pid for t in third.moved_since(second)] == [501]
+    fake_proc(500, "napi/wg9-0")  # a named thread is not read again: as it was
+    assert [t.pid for t in NapiThreads(previous=third, whole_names=True).of("wg0").threads] == [500, 501]
 
 
 def test_truncated_comms_on_kernels_without_whole_names(fake_proc):

@@ -205,46 +205,80 @@ def test_steering_without_connector_scans_after_changes_at_a_bounded_rate(monkey
     assert scans == [100.0, 101.0] and s.next_due() is None
 
 
-def test_steering_connector_path_places_a_new_thread_once_named(monkeypatch):
-    Calls(monkeypatch)
+def _connector_steering(log, clock):
+    """A Steering fed by hand (``_look``, ``due``) that scans the fake /proc."""
+    s = Steering(log, connector=False, scan=None, clock=clock)
+    s.scan, s.scan_since = NapiThreads, (lambda previous: NapiThreads(previous=previous))
+    return s
+
+
+def test_steering_connector_path_places_a_new_thread_once_named(monkeypatch, fake_proc):
+    c = Calls(monkeypatch)
     clock = Clock(100.0)
     log = RecordingLog()
-    named = {}
-
-    def read_thread(pid, **kw):
-        return named.get(pid)
-
-    monkeypatch.setattr(placement, "read_thread", read_thread)
-    s = Steering(log, connector=False, scan=lambda: NapiThreads(list(named.values())), clock=clock)
+    s = _connector_steering(log, clock)
     want = Placement(frozenset({1}), None)
     s.sync([Target(5, "wg0", "r", want)])
-    # The fork event comes before kthreadd names the thread: "kthreadd" in comm.
-    monkeypatch.setattr("builtins.open", _comm_file("kthreadd"))
-    s._look(42, 0, clock.t)
-    assert s._pending and s.next_due() == pytest.approx(100.002)
-    named[42] = thread(42, "napi/wg0-0")
+    # The fork event comes before the creator names the thread: kthreadd's comm.
+    fake_proc(4_000_042, "kthreadd")
+    s._look(4_000_042, 0, clock.t)
+    assert s._pending and s.next_due() == pytest.approx(100.002) and c.calls == []
+    fake_proc(4_000_042, "napi/wg0-0")
     clock.t = 100.01
     s.due()
-    assert not s._pending
+    assert not s._pending and c.calls == [("sched_setaffinity", 4_000_042, frozenset({1}))]
     assert s._scan_at == pytest.approx(100.01 + placement.SCAN_AFTER_EVENT)
     clock.t = 101.0
-    named[42] = thread(42, "napi/wg0-0", cpus=(1,))  # as the kernel has it now
-    s.due()
+    s.due()  # the scan after the event: one line for the new thread set
     lines = log.of("placement")
-    assert len(lines) == 1 and "placed on CPUs 1" in lines[0][2] and "pid 42" in lines[0][2]
+    assert len(lines) == 1 and "placed on CPUs 1" in lines[0][2] and "pid 4000042" in lines[0][2]
 
 
-def _comm_file(text):
-    import io
+def test_connector_path_keeps_a_thread_named_between_two_reads(monkeypatch, fake_proc):
+    # The look reads one /proc file: stat still says "kthreadd" while comm
+    # already has the name. Judged by comm, the fork was dropped as "named and
+    # not a NAPI thread", and the thread waited for the resync (s15 on 6.1).
+    c = Calls(monkeypatch)
+    clock = Clock(100.0)
+    s = _connector_steering(RecordingLog(), clock)
+    s.sync([Target(5, "wg0", "r", Placement(frozenset({1}), None))])
+    fake_proc(4_000_042, "kthreadd", whole="napi/wg0-0")
+    s._look(4_000_042, 0, clock.t)
+    assert len(s._pending) == 1
+    fake_proc(4_000_042, "napi/wg0-0")
+    clock.t = 100.01
+    s.due()
+    assert [x[1] for x in c.calls] == [4_000_042]
 
-    real = open
 
-    def fake(path, *a, **k):
-        if isinstance(path, str) and path.endswith("/comm"):
-            return io.BytesIO(text.encode() + b"\n")
-        return real(path, *a, **k)
-
-    return fake
+def test_a_fork_unnamed_for_seconds_is_looked_at_then_left_to_a_full_scan(monkeypatch, fake_proc):
+    c = Calls(monkeypatch)
+    clock = Clock(100.0)
+    log = RecordingLog()
+    s = _connector_steering(log, clock)
+    s.sync([Target(5, "wg0", "r", Placement(frozenset({1}), None))])
+    full_scans = []
+    s.scan = lambda: full_scans.append(clock.t) or NapiThreads()
+    fake_proc(4_000_042, "kthreadd")  # its creator starved of CPU
+    fake_proc(4_000_043, "kworker/u4:2")  # another kthread, named: looked at once
+    s._look(4_000_042, 0, clock.t)
+    s._look(4_000_043, 0, clock.t)
+    looks = 0
+    while s._pending:
+        clock.t = s.next_due()
+        s.due()
+        looks += 1
+    assert looks == len(placement.NAME_RETRIES)
+    assert clock.t - 100.0 == pytest.approx(sum(placement.NAME_RETRIES)) and clock.t - 100.0 >= 10
+    # Given up: a full scan at once, and the scans for news after it read the
+    # PID again until it is named.
+    assert full_scans == [clock.t] and s.next_due() is None and c.calls == []
+    fake_proc(4_000_042, "napi/wg0-0")
+    s.changed()  # the connector is off here: a scan soon
+    s._scan_at = clock.t = clock.t + 2
+    s.due()
+    assert [x[1] for x in c.calls] == [4_000_042]
+    assert "pid 4000042" in log.of("placement")[-1][2]
 
 
 # -- metrics without the library ----------------------------------------------------------
@@ -389,7 +423,7 @@ def test_connector_path_places_a_cut_name_only_when_one_target_fits(monkeypatch)
     named = {42: thread(42, "napi/tenant-alp"), 43: thread(43, "napi/tenant-bet")}
     for t in named.values():
         object.__setattr__(t, "cut", True)  # a kernel before 5.17: comm cut to 15 characters
-    monkeypatch.setattr(placement, "read_thread", lambda pid, **kw: named.get(pid))
+    monkeypatch.setattr(placement, "read_fork", lambda pid, **kw: (named.get(pid), False))
     s = Steering(RecordingLog(), connector=False, scan=lambda: NapiThreads([]), clock=clock)
     want = Placement(frozenset({1}), None)
     s.sync([Target(5, "tenant-alpha-1", "r", want), Target(6, "tenant-beta-1", "r", want),

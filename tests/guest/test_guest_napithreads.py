@@ -120,7 +120,7 @@ def test_s16_a_peer_readded_again_and_again_is_placed_each_time(daemons, links, 
     # Before 6.4 a kthread is named after its fork event (napithreads.unnamed_fork):
     # the daemon's first look may find it unnamed, or named between two reads.
     # A look that lost the thread left it to the resync, an hour away here
-    # (s15 failed so on 6.1, twice in 30 boots).
+    # (s15 failed so on 6.1 in two clean-clone runs of .ci/run).
     daemon = daemons.get(placing_policy)
     wg_quick_up(links, DEV16, keys, peers=2, net=160)
     pids = lambda: set(napi_threads(DEV16).get(f"napi/{DEV16}-0", []))  # noqa: E731

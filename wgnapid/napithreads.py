@@ -279,10 +279,9 @@ class NapiThreads:
 
     ``threads``: give a list instead of scanning /proc (tests, one pid).
     ``previous``: an earlier snapshot whose reads and index are reused for
-    every PID still there: only new PIDs (and kthreads it saw before they were
-    named) are read from /proc and only threads
-    that came or went are indexed again (10,000 links: ~10 ms instead of a
-    full scan's ~300 ms). Its records of those PIDs are as old as it is:
+    every PID still there: only new PIDs (and kthreads it saw before they
+    were named) are read from /proc and only threads that came or went are
+    indexed again (10,000 links: ~10 ms instead of a full scan's ~300 ms). Its records of those PIDs are as old as it is:
     refreshed() reads again the threads about to be acted on; a PID reused by
     a new task in between is seen at the next full scan."""
 

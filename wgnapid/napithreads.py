@@ -118,8 +118,10 @@ def unnamed_fork(stat: bytes) -> bool:
     From 6.4 on, copy_process names it before the fork event (commits
     cf587db2ee02 and 73e0c116594d), and this is never true of a new kthread."""
     lpar, rpar = stat.find(b"("), stat.rfind(b")")
+    if stat[lpar + 1 : rpar] != b"kthreadd":
+        return False
     fields = stat[rpar + 2 :].split(maxsplit=2)  # state, ppid, the rest
-    return stat[lpar + 1 : rpar] == b"kthreadd" and len(fields) >= 2 and fields[1] == str(KTHREADD).encode()
+    return len(fields) >= 2 and fields[1] == b"%d" % KTHREADD
 
 
 def read_fork(pid: int, *, whole_names: bool | None = None) -> tuple[NapiThread | None, bool]:
@@ -281,9 +283,10 @@ class NapiThreads:
     ``previous``: an earlier snapshot whose reads and index are reused for
     every PID still there: only new PIDs (and kthreads it saw before they
     were named) are read from /proc and only threads that came or went are
-    indexed again (10,000 links: ~10 ms instead of a full scan's ~300 ms). Its records of those PIDs are as old as it is:
-    refreshed() reads again the threads about to be acted on; a PID reused by
-    a new task in between is seen at the next full scan."""
+    indexed again (10,000 links: ~10 ms instead of a full scan's ~300 ms).
+    Its records of those PIDs are as old as it is: refreshed() reads again
+    the threads about to be acted on; a PID reused by a new task in between
+    is seen at the next full scan."""
 
     def __init__(self, threads: list[NapiThread] | None = None, *, whole_names: bool | None = None,
                  previous: NapiThreads | None = None):
@@ -368,7 +371,7 @@ class NapiThreads:
             return self._moved
         a, b = earlier._read, self._read
         return ([t for pid in b.keys() - a.keys() if (t := b[pid]) is not None]
-                + [t for pid in earlier._unnamed if a.get(pid) is None and (t := b.get(pid)) is not None]
+                + [t for pid in earlier._unnamed if (t := b.get(pid)) is not None]  # named since
                 + [t for pid in a.keys() - b.keys() if (t := a[pid]) is not None])
 
     def refreshed(self, threads) -> tuple[NapiThread, ...]:

@@ -18,6 +18,7 @@ capability and changing a task with capabilities the caller lacks needs it
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import re
 import syslog
@@ -296,9 +297,15 @@ class Placer:
 
 # -- the daemon's side: targets, the connector, the scans ----------------------------
 
-# Seconds between looks at a kthread fork not yet named (~10 s in all); it is
-# named microseconds after its fork unless its creator is starved of CPU.
-NAME_RETRIES = (0.002, 0.01, 0.05, 0.2, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0)
+# A kthread fork not yet named (napithreads.unnamed_fork) is looked at again
+# after these seconds, then every NAME_POLL s while it stays unnamed, for at
+# most NAME_POLL_FOR s after its fork (the resync is the backstop beyond that).
+# It is named microseconds after its fork unless its creator is starved of
+# CPU, and a fork that never is exits: the polling ends by itself.
+NAME_RETRIES = (0.002, 0.01, 0.05, 0.2, 1.0)
+NAME_POLL = 2.0
+NAME_POLL_FOR = 600.0
+MAX_PENDING = 65536  # forks being looked at again; beyond, the next scan's
 SCAN_AFTER_EVENT = 0.5  # a full scan (and the log line) this long after threads were placed
 SCAN_MIN_INTERVAL = 1.0  # without the connector: scans after state changes, at most this often
 
@@ -341,7 +348,7 @@ class Steering:
         self._full = False  # the next scan looks at every target (events were lost)
         self.events = None
         self.unavailable = ""
-        self._pending: list[tuple[float, int, int]] = []  # (due, pid, attempt)
+        self._pending: list[tuple[float, int, int, float]] = []  # heap of (due, pid, attempt, forked)
         self._scan_at: float | None = None
         self._last_scan = 0.0
         if connector:
@@ -460,21 +467,18 @@ class Steering:
         for pid in pids:
             self._look(pid, 0, now)
 
-    def _look(self, pid: int, attempt: int, now: float) -> None:
-        """Look at a new kthread (``attempt``: how many looks found it unnamed)
-        and place it at once when it is a target's."""
+    def _look(self, pid: int, attempt: int, now: float, forked: float | None = None) -> None:
+        """Look at a new kthread (``attempt``: how many looks found it unnamed;
+        ``forked``: when the first did) and place it at once when it is a
+        target's; one not yet named is looked at again (NAME_RETRIES)."""
         t, unnamed = read_fork(pid)
         if t is None:
             if not unnamed:
                 return  # gone, or named and not a NAPI thread
-            if attempt < len(NAME_RETRIES):
-                # Forked, not yet named by kthread_create: look again shortly.
-                self._pending.append((now + NAME_RETRIES[attempt], pid, attempt + 1))
-            else:
-                # Unnamed for seconds (a starved creator): stop polling it and
-                # leave it to a full scan, which reads every PID again.
-                self._full = True
-                self._scan_at = now if self._scan_at is None else min(self._scan_at, now)
+            forked = now if forked is None else forked
+            if now - forked < NAME_POLL_FOR and len(self._pending) < MAX_PENDING:
+                delay = NAME_RETRIES[attempt] if attempt < len(NAME_RETRIES) else NAME_POLL
+                heapq.heappush(self._pending, (now + delay, pid, attempt + 1, forked))
             return
         dev, _, napi_id = t.name[len("napi/"):].rpartition("-")
         if not t.cut and napi_id.isdigit():
@@ -501,18 +505,18 @@ class Steering:
             self._scan_at = max(self.clock(), self._last_scan + SCAN_MIN_INTERVAL)
 
     def next_due(self) -> float | None:
-        dues = [d for d, _, _ in self._pending]
+        dues = [self._pending[0][0]] if self._pending else []
         if self._scan_at is not None:
             dues.append(self._scan_at)
         return min(dues) if dues else None
 
     def due(self) -> None:
         now = self.clock()
-        if self._pending:
-            ready = [p for p in self._pending if p[0] <= now]
-            self._pending = [p for p in self._pending if p[0] > now]
-            for _due, pid, attempt in ready:
-                self._look(pid, attempt, now)
+        ready = []
+        while self._pending and self._pending[0][0] <= now:
+            ready.append(heapq.heappop(self._pending))
+        for _due, pid, attempt, forked in ready:
+            self._look(pid, attempt, now, forked)
         if self._scan_at is not None and self._scan_at <= now:
             self._sync_news()
 

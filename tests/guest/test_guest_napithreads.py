@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 
 import pytest
 
@@ -82,14 +83,18 @@ def test_s15_two_peers_two_threads_both_placed(daemons, links, keys, placing_pol
 class ForkWatch:
     """A process-events listener of the test's own (wgnapid.procevents) that
     looks at each new kthread at once, from a thread of its own, as the
-    daemon does: how many were still unnamed (napithreads.unnamed_fork)."""
+    daemon does: which PIDs it saw, and which of them were still unnamed
+    then (napithreads.unnamed_fork)."""
 
     def __init__(self):
         from wgnapid import procevents
 
         self.overflow = procevents.Overflow
         self.events = procevents.ProcEvents(None)
-        self.forks = self.unnamed = self.overflows = 0
+        self.seen: set[int] = set()
+        self.unnamed: set[int] = set()
+        self.overflows = 0
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -97,24 +102,29 @@ class ForkWatch:
     def _run(self) -> None:
         from wgnapid.napithreads import read_fork
 
-        while not self._stop.is_set():
-            if not select.select([self.events.fileno()], [], [], 0.1)[0]:
-                continue
-            try:
-                pids = self.events.read()
-            except self.overflow:  # events lost: counted, and the count said
-                self.overflows += 1
-                continue
-            for pid in pids:
-                t, unnamed = read_fork(pid)
-                if unnamed or (t is not None and t.name.startswith(f"napi/{DEV16}-")):
-                    self.forks += 1
-                    self.unnamed += unnamed
+        try:
+            while not self._stop.is_set():
+                if not select.select([self.events.fileno()], [], [], 0.1)[0]:
+                    continue
+                try:
+                    pids = self.events.read()
+                except self.overflow:  # events lost: the counts are then inconclusive
+                    self.overflows += 1
+                    continue
+                for pid in pids:
+                    _, unnamed = read_fork(pid)
+                    self.seen.add(pid)
+                    if unnamed:
+                        self.unnamed.add(pid)
+        except BaseException as exc:  # noqa: BLE001 - raised again in close()
+            self.error = exc
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
         self.events.close()
+        if self.error is not None:
+            raise self.error
 
 
 DEV16 = "wgp16"
@@ -132,24 +142,32 @@ def test_s16_a_peer_readded_again_and_again_is_placed_each_time(daemons, links, 
     pids = lambda: set(napi_threads(DEV16).get(f"napi/{DEV16}-0", []))  # noqa: E731
     wait_until("both threads placed", lambda: len(pids()) == 2 and all(_placed(p) for p in pids()), 30)
     watch = ForkWatch()
-    took = []
+    took, new_threads = [], []
     try:
         for _ in range(READDS):
             run("wg", "set", DEV16, "peer", keys.public[1], "remove")
             wait_until("one thread left", lambda: len(pids()) == 1, 30)
             before = pids()
+            start = time.monotonic()
             run("wg", "set", DEV16, "peer", keys.public[1], "allowed-ips", "10.160.0.2/32")
-            wait_until("a new thread", lambda: len(pids()) == 2 and pids() - before, 30)
-            _, t = wait_until("the new thread placed", lambda: all(_placed(p) for p in pids()), 15)
-            took.append(t)
+            new, _ = wait_until("a new thread", lambda: len(pids()) == 2 and pids() - before, 30)
+            wait_until("the new thread placed", lambda: all(_placed(p) for p in pids()), 15)
+            took.append(time.monotonic() - start)
+            new_threads.extend(new)
     finally:
         watch.close()
     record_property("readds", READDS)
-    record_property("new_thread_to_placed_max_s", round(max(took), 3))
-    record_property("forks_seen_unnamed", f"{watch.unnamed}/{watch.forks}")
-    assert watch.forks >= READDS, f"{watch.forks} new threads seen for {READDS} re-adds " \
-        f"({watch.overflows} overflows of the test's own listener)"
+    record_property("readd_to_placed_max_s", round(max(took), 3))
+    unnamed = len(watch.unnamed & set(new_threads))
+    record_property("new_threads_unnamed_at_first_look", f"{unnamed}/{len(new_threads)}")
+    guestlib.journal_sync()
+    assert daemon.journal(MESSAGE_ID="6b3fd9a2c6a44a3c9a3f2d8e5a1c7771") == []  # no placement failed
+    assert daemon.alive()
+    if watch.overflows:
+        record_property("listener_overflows", watch.overflows)
+        print(f"the test's own listener overflowed {watch.overflows} time(s): the counts are not asserted")
+        return
+    assert set(new_threads) <= watch.seen, sorted(set(new_threads) - watch.seen)
     if guestlib.kernel_version() >= (6, 4):
         # copy_process names a kthread before its fork event (6.4, cf587db2ee02).
-        assert watch.unnamed == 0, watch.unnamed
-    assert daemon.alive()
+        assert unnamed == 0, unnamed

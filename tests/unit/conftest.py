@@ -57,7 +57,10 @@ def fake_proc(tmp_path, monkeypatch):
     def add(pid, comm, ppid=2, whole=None, **kw):
         (proc / str(pid)).mkdir(exist_ok=True)
         (proc / str(pid) / "stat").write_bytes(stat_line(pid, comm[:15], ppid, **kw))
+        comm = proc / str(pid) / "comm"
         if whole is not None:
-            (proc / str(pid) / "comm").write_text(whole + "\n")
+            comm.write_text(whole + "\n")
+        else:
+            comm.unlink(missing_ok=True)  # renamed: no stale whole name
 
     return add

@@ -251,34 +251,56 @@ def test_connector_path_keeps_a_thread_named_between_two_reads(monkeypatch, fake
     assert [x[1] for x in c.calls] == [4_000_042]
 
 
-def test_a_fork_unnamed_for_seconds_is_looked_at_then_left_to_a_full_scan(monkeypatch, fake_proc):
+def test_a_fork_unnamed_for_seconds_is_looked_at_until_named(monkeypatch, fake_proc):
+    # Its creator starved of CPU: the fork stays unnamed for ~30 s. It is
+    # looked at again (one stat read each) until named, then placed at once
+    # and logged, with no scan of /proc in between and no other event.
     c = Calls(monkeypatch)
     clock = Clock(100.0)
     log = RecordingLog()
     s = _connector_steering(log, clock)
     s.sync([Target(5, "wg0", "r", Placement(frozenset({1}), None))])
-    full_scans = []
-    s.scan = lambda: full_scans.append(clock.t) or NapiThreads()
-    fake_proc(4_000_042, "kthreadd")  # its creator starved of CPU
+    scans = []
+    s.scan_since = lambda previous: scans.append(clock.t) or NapiThreads(previous=previous)
+    fake_proc(4_000_042, "kthreadd")
     fake_proc(4_000_043, "kworker/u4:2")  # another kthread, named: looked at once
     s._look(4_000_042, 0, clock.t)
     s._look(4_000_043, 0, clock.t)
     looks = 0
-    while s._pending:
+    while clock.t < 130.0:
         clock.t = s.next_due()
         s.due()
         looks += 1
-    assert looks == len(placement.NAME_RETRIES)
-    assert clock.t - 100.0 == pytest.approx(sum(placement.NAME_RETRIES)) and clock.t - 100.0 >= 10
-    # Given up: a full scan at once, and the scans for news after it read the
-    # PID again until it is named.
-    assert full_scans == [clock.t] and s.next_due() is None and c.calls == []
+    assert len(s._pending) == 1 and s._pending[0][1] == 4_000_042 and scans == [] and c.calls == []
+    assert looks == len(placement.NAME_RETRIES) + int((130.0 - 100.0 - sum(placement.NAME_RETRIES))
+                                                      // placement.NAME_POLL) + 1
     fake_proc(4_000_042, "napi/wg0-0")
-    s.changed()  # the connector is off here: a scan soon
-    s._scan_at = clock.t = clock.t + 2
+    clock.t = s.next_due()
     s.due()
-    assert [x[1] for x in c.calls] == [4_000_042]
-    assert "pid 4000042" in log.of("placement")[-1][2]
+    assert [x[1] for x in c.calls] == [4_000_042] and not s._pending
+    clock.t = s.next_due()  # the scan after the event: the thread set logged
+    s.due()
+    assert scans == [clock.t] and "pid 4000042" in log.of("placement")[-1][2]
+
+
+def test_looking_again_at_unnamed_forks_is_bounded(monkeypatch, fake_proc):
+    Calls(monkeypatch)
+    clock = Clock(100.0)
+    s = _connector_steering(RecordingLog(), clock)
+    s.sync([Target(5, "wg0", "r", Placement(frozenset({1}), None))])
+    fake_proc(4_000_042, "kthreadd")
+    s._look(4_000_042, 0, clock.t)
+    while s._pending:  # never named: given up NAME_POLL_FOR after the fork (the resync's then)
+        clock.t = s.next_due()
+        s.due()
+    assert 100.0 + placement.NAME_POLL_FOR <= clock.t < 100.0 + placement.NAME_POLL_FOR + placement.NAME_POLL
+    # At most MAX_PENDING forks are looked at again at once; the rest is left
+    # to the scans.
+    monkeypatch.setattr(placement, "MAX_PENDING", 3)
+    for pid in range(4_000_050, 4_000_055):
+        fake_proc(pid, "kthreadd")
+        s._look(pid, 0, clock.t)
+    assert sorted(p[1] for p in s._pending) == [4_000_050, 4_000_051, 4_000_052]
 
 
 # -- metrics without the library ----------------------------------------------------------

@@ -305,7 +305,7 @@ class Placer:
 NAME_RETRIES = (0.002, 0.01, 0.05, 0.2, 1.0)
 NAME_POLL = 2.0
 NAME_POLL_FOR = 600.0
-MAX_PENDING = 65536  # forks being looked at again; beyond, the next scan's
+MAX_PENDING = 65536  # forks being looked at again at once; forks beyond it wait for the resync
 SCAN_AFTER_EVENT = 0.5  # a full scan (and the log line) this long after threads were placed
 SCAN_MIN_INTERVAL = 1.0  # without the connector: scans after state changes, at most this often
 

@@ -100,29 +100,35 @@ class ForkWatch:
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if select.select([self.events.fileno()], [], [], 0.1)[0]:
+                    self._take()
+        except BaseException as exc:  # noqa: BLE001 - raised again in close()
+            self.error = exc
+
+    def _take(self) -> None:
         from wgnapid.napithreads import read_fork
 
         try:
-            while not self._stop.is_set():
-                if not select.select([self.events.fileno()], [], [], 0.1)[0]:
-                    continue
-                try:
-                    pids = self.events.read()
-                except self.overflow:  # events lost: the counts are then inconclusive
-                    self.overflows += 1
-                    continue
-                for pid in pids:
-                    _, unnamed = read_fork(pid)
-                    self.seen.add(pid)
-                    if unnamed:
-                        self.unnamed.add(pid)
-        except BaseException as exc:  # noqa: BLE001 - raised again in close()
-            self.error = exc
+            pids = self.events.read()
+        except self.overflow:  # events lost: the counts are then inconclusive
+            self.overflows += 1
+            return
+        for pid in pids:
+            _, unnamed = read_fork(pid)
+            self.seen.add(pid)
+            if unnamed:
+                self.unnamed.add(pid)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.events.close()
+        try:
+            if self.error is None:
+                self._take()  # what came after the thread's last read
+        finally:
+            self.events.close()
         if self.error is not None:
             raise self.error
 

@@ -261,26 +261,28 @@ def test_a_fork_unnamed_for_seconds_is_looked_at_until_named(monkeypatch, fake_p
     s = _connector_steering(log, clock)
     s.sync([Target(5, "wg0", "r", Placement(frozenset({1}), None))])
     scans = []
-    s.scan_since = lambda previous: scans.append(clock.t) or NapiThreads(previous=previous)
+    s.scan = lambda: scans.append(("full", clock.t)) or NapiThreads()
+    s.scan_since = lambda previous: scans.append(("news", clock.t)) or NapiThreads(previous=previous)
     fake_proc(4_000_042, "kthreadd")
     fake_proc(4_000_043, "kworker/u4:2")  # another kthread, named: looked at once
     s._look(4_000_042, 0, clock.t)
     s._look(4_000_043, 0, clock.t)
-    looks = 0
+    looks = []
     while clock.t < 130.0:
         clock.t = s.next_due()
         s.due()
-        looks += 1
+        looks.append(clock.t)
     assert len(s._pending) == 1 and s._pending[0][1] == 4_000_042 and scans == [] and c.calls == []
-    assert looks == len(placement.NAME_RETRIES) + int((130.0 - 100.0 - sum(placement.NAME_RETRIES))
-                                                      // placement.NAME_POLL) + 1
+    gaps = [round(b - a, 3) for a, b in zip([100.0] + looks, looks)]
+    n = len(placement.NAME_RETRIES)
+    assert gaps[:n] == list(placement.NAME_RETRIES) and set(gaps[n:]) == {placement.NAME_POLL}
     fake_proc(4_000_042, "napi/wg0-0")
     clock.t = s.next_due()
     s.due()
     assert [x[1] for x in c.calls] == [4_000_042] and not s._pending
     clock.t = s.next_due()  # the scan after the event: the thread set logged
     s.due()
-    assert scans == [clock.t] and "pid 4000042" in log.of("placement")[-1][2]
+    assert scans == [("news", clock.t)] and "pid 4000042" in log.of("placement")[-1][2]
 
 
 def test_looking_again_at_unnamed_forks_is_bounded(monkeypatch, fake_proc):
@@ -290,9 +292,12 @@ def test_looking_again_at_unnamed_forks_is_bounded(monkeypatch, fake_proc):
     s.sync([Target(5, "wg0", "r", Placement(frozenset({1}), None))])
     fake_proc(4_000_042, "kthreadd")
     s._look(4_000_042, 0, clock.t)
-    while s._pending:  # never named: given up NAME_POLL_FOR after the fork (the resync's then)
+    for _ in range(1000):  # never named: given up NAME_POLL_FOR after the fork (the resync's then)
+        if not s._pending:
+            break
         clock.t = s.next_due()
         s.due()
+    assert not s._pending
     assert 100.0 + placement.NAME_POLL_FOR <= clock.t < 100.0 + placement.NAME_POLL_FOR + placement.NAME_POLL
     # At most MAX_PENDING forks are looked at again at once; the rest is left
     # to the scans.

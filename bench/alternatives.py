@@ -10,6 +10,11 @@ the same way as wgnapid.
     python -m bench.alternatives timer SECONDS every SECONDS, fork a shell that
                                                rewrites every /sys/class/net/*/threaded
                                                (a cron job or systemd timer)
+    python -m bench.alternatives pyfloor       not an alternative: the least a Python
+                                               responder does for what wgnapid does per
+                                               link (rtnetlink, identity proof, read,
+                                               write, read-back; no policy, state or log),
+                                               inline; the Python lower bound, one at a time
     python -m bench.alternatives floor         not an alternative: bench/floor.c, the
                                                leanest responder there can be (C, 4
                                                writer threads, write only), built with
@@ -143,10 +148,13 @@ class Hook(Base):
                         self.seen.add(ifindex)
                         name = _ifname(buf, body + _IFINFOMSG.size, off + length)
                         if name and _NAME.match(name):
-                            self.queue.append(name)
+                            self._queue(ifindex, name)
                 elif mtype == 17:  # RTM_DELLINK
                     self.seen.discard(_IFINFOMSG.unpack_from(buf, off + _NLMSGHDR.size)[2])
                 off += (length + 3) & ~3
+
+    def _queue(self, ifindex: int, name: str) -> None:
+        self.queue.append(name)
 
     def run(self) -> None:
         print("ready", flush=True)
@@ -219,6 +227,58 @@ class Udev(Base):
             self.housekeeping()
 
 
+class PythonFloor(Hook):
+    """The syscalls wgnapid makes for a new link, from Python, inline, and nothing
+    else: the rtnetlink read and walk (Hook's), then the directory of the link,
+    its `ifindex` read and compared, `threaded` opened, read, written when not
+    1, and read back. What wgnapid adds to this (policy, link state, journal
+    line, status) is its own work; what this costs over floor.c is Python's.
+    Waiting links are not retried: one-at-a-time figures only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ifindex: dict[str, int] = {}
+
+    def _queue(self, ifindex: int, name: str) -> None:
+        self.ifindex[name] = ifindex
+        self.queue.append(name)
+
+    def _write(self, name: str) -> bool:
+        d = os.open(f"/sys/class/net/{name}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open("ifindex", os.O_RDONLY | os.O_CLOEXEC, dir_fd=d)
+            try:
+                if int(os.read(fd, 32)) != self.ifindex.pop(name, None):
+                    return False
+            finally:
+                os.close(fd)
+            fd = os.open("threaded", os.O_RDWR | os.O_CLOEXEC, dir_fd=d)
+            try:
+                if os.pread(fd, 8, 0).strip() != b"1":
+                    os.pwrite(fd, b"1\n", 0)
+                return os.pread(fd, 8, 0).strip() == b"1"
+            finally:
+                os.close(fd)
+        finally:
+            os.close(d)
+
+    def run(self) -> None:
+        print("ready", flush=True)
+        while not self.stop:
+            select.select([self.sock, self.sigfd], [], [])
+            self._read()
+            while self.queue:
+                try:
+                    good = self._write(self.queue.popleft())
+                except OSError:
+                    good = False
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+            self.housekeeping()
+
+
 class Timer(Base):
     SCRIPT = 'for f in /sys/class/net/*/threaded; do echo 1 > "$f"; done 2>/dev/null; true'
 
@@ -252,11 +312,13 @@ def exec_floor() -> None:
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "floor":
         exec_floor()
-    if not argv or argv[0] not in ("hook", "udev", "timer"):
+    if not argv or argv[0] not in ("hook", "udev", "timer", "pyfloor"):
         print(__doc__, file=sys.stderr)
         return 2
     if argv[0] == "hook":
         Hook().run()
+    elif argv[0] == "pyfloor":
+        PythonFloor().run()
     elif argv[0] == "udev":
         Udev().run()
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SUBJECTS = ("wgnapid", "hook", "udev", "timer1", "timer10", "floor")
+SUBJECTS = ("wgnapid", "hook", "udev", "timer1", "timer10", "floor", "pyfloor")
 
 
 @dataclass
@@ -40,7 +40,9 @@ def build(quick: bool) -> list[Item]:
     n = 20 if q else 100
     add("single", "wgnapid", {"type": "single", "n": n, "timeout": 5}, 1 if q else 2)
     add("single_poll", "wgnapid", {"type": "single", "n": n, "poll": True})
-    for alt in ("hook", "udev", "floor"):
+    # The lower bounds: floor.c (C), and pyfloor (Python; one at a time only:
+    # in a burst wgnapid batches, and a responder that writes inline is no bound).
+    for alt in ("hook", "udev", "floor", "pyfloor"):
         add("single", alt, {"type": "single", "n": n, "timeout": 5}, 1 if q else 2)
     add("single", "timer1", {"type": "paced", "n": 10 if q else 40, "window_s": 5 if q else 20,
                              "timeout": 3})

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
             msgs.append(msg)
         samples = samples_from_messages(msgs, "wg0", 7)
         t1 = time.process_time()
-        changes = det.observe(samples, [7], 1000.0 + r * WINDOW, 1_700_000_000 + r * WINDOW)
+        changes = det.observe(samples, [(0, 7)], 1000.0 + r * WINDOW, 1_700_000_000 + r * WINDOW)
         t2 = time.process_time()
         assert len(samples) == peers and not changes
         if r:  # the first read only fills the detector (baseline)
@@ -123,7 +123,7 @@ def main(argv: list[str]) -> int:
             msg = wgmsg(data)
             msg.decode()
             samples = samples_from_messages([msg], "wg", 100 + i)
-            det.observe(samples, [100 + i], 1000.0 + r * WINDOW, 1_700_000_000 + r * WINDOW)
+            det.observe(samples, [(0, 100 + i)], 1000.0 + r * WINDOW, 1_700_000_000 + r * WINDOW)
         if r:
             per_link_window.append(time.process_time() - t0)
     out["links_window_cpu_ms"] = round(statistics.median(per_link_window) * 1e3, 2)

@@ -322,7 +322,9 @@ def stalled_peers(daemon: dict | None) -> list[dict]:
 
 
 def _stalled_line(p: dict) -> str:
-    return (f"{p.get('interface')} (ifindex {p.get('ifindex')}) peer {p.get('public_key')}: "
+    where = (f", netns {p.get('netns_name')} {p.get('netns')}"
+             if p.get("netns_name") not in (None, "self") else "")
+    return (f"{p.get('interface')} (ifindex {p.get('ifindex')}{where}) peer {p.get('public_key')}: "
             f"receive side stalled (CVE-2026-52945): {p.get('tx_bytes')} bytes sent, "
             f"{p.get('rx_bytes')} bytes of handshakes received in {p.get('seconds')} s")
 

@@ -92,7 +92,8 @@ class Daemon:
         self.ns = NetNamespace.current()
         self.netns = self.ns.id.ino
         self.writers = shared_writers()
-        # The stall watch reads the WireGuard links of the daemon's own namespace.
+        # The stall watch reads the threaded WireGuard links of every covered
+        # namespace, each inside its own (NetNamespace.wireguard).
         self.stall = StallWatch(log, policy.daemon.stall_window)
         self.sel = selectors.DefaultSelector()
         # Many namespaces need about four fds each, and every waiting link keeps
@@ -522,7 +523,7 @@ class Daemon:
                         self._reload_policy()
                     else:
                         self.resync("periodic")
-                if self.stall.run_due(self.rec.links.values(), now):
+                if self.stall.run_due(((s.ns, s.rec.links.values()) for s in self.spaces), now):
                     self._published = -1  # a peer's stall state is news
                 if self._watchdog and now >= self._next_watchdog:
                     notify("WATCHDOG=1")

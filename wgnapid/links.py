@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from wgnapid.accel import hotpath
 
 NETLINK_ROUTE = 0
+NETLINK_GENERIC = 16
 RTMGRP_LINK = 0x1
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -328,25 +329,107 @@ class UdevSource:
         return events
 
 
-def wireguard_peer_count(ifname: str) -> int | None:
-    """Peers of a WireGuard link (WG_CMD_GET_DEVICE), or None when it cannot be asked."""
-    try:
-        from pyroute2 import WireGuard
-    except ImportError:
-        return None
-    try:
-        wg = WireGuard()
-    except Exception:
-        return None
-    try:
-        peers = 0
-        for msg in wg.info(ifname):
-            peers += len(msg.get_attr("WGDEVICE_A_PEERS") or [])
-        return peers
-    except Exception:
-        return None
-    finally:
-        try:
-            wg.close()
-        except Exception:
-            pass
+class WireGuardGenl:
+    """WireGuard's generic-netlink requests (WG_CMD_GET_DEVICE) on a plain
+    NETLINK_GENERIC socket of its own, made in the calling thread's network
+    namespace: wgnapid.netns.NetNamespace.wireguard() makes it inside the
+    namespace it serves. WireGuard looks the link up in the namespace of the
+    socket that asks (``sock_net(skb->sk)`` in lookup_interface,
+    drivers/net/wireguard/netlink.c), so a socket serves its namespace only.
+
+    Not a pyroute2 socket object: pyroute2 0.9's keep one socket per calling
+    thread, and one used from another thread than the one that made it opens
+    a new socket there, in that thread's namespace (docs/DESIGN.md, "Stall
+    watch"): asked from the daemon's loop, it would answer for the daemon's
+    own namespace. pyroute2's message classes still encode and decode; they
+    are imported on first use (~0.3 s on a host, 10 s and more under TCG:
+    wgnapid.stallwatch.WireGuardReader imports them on a thread first).
+    Raises OSError for every failure: ENOENT when there is no wireguard
+    family (module not loaded), ENODEV when there is no such link,
+    EOPNOTSUPP when it is not WireGuard, timeouts after 5 s.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                  NETLINK_GENERIC)
+        self.sock.settimeout(5)
+        self._seq = 0
+        self._family: int | None = None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _request(self, msg, msg_type: int, flags: int) -> list[bytes]:
+        """Send ``msg`` (a pyroute2 genlmsg); the raw replies of type ``msg_type``."""
+        self._seq += 1
+        seq = self._seq
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = flags
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        self.sock.send(msg.data)
+        out: list[bytes] = []
+        while True:
+            buf = self.sock.recv(_RECV_SIZE)
+            off = 0
+            while off + _NLMSGHDR.size <= len(buf):
+                length, mtype, mflags, mseq, _pid = _NLMSGHDR.unpack_from(buf, off)
+                if length < _NLMSGHDR.size or off + length > len(buf):
+                    break
+                if mseq == seq:
+                    if mtype in (NLMSG_ERROR, NLMSG_DONE):
+                        err = (struct.unpack_from("=i", buf, off + _NLMSGHDR.size)[0]
+                               if length >= _NLMSGHDR.size + 4 else 0)
+                        if err < 0:
+                            raise OSError(-err, os.strerror(-err))
+                        return out
+                    if mtype == msg_type:
+                        out.append(buf[off:off + length])
+                        if not mflags & NLM_F_MULTI:
+                            return out  # a single reply, no NLMSG_DONE
+                off += (length + 3) & ~3
+
+    def family(self) -> int:
+        """The wireguard family's id, asked once (family ids are global)."""
+        if self._family is None:
+            self._family = self.family_id("wireguard")
+        return self._family
+
+    def family_id(self, name: str) -> int:
+        """CTRL_CMD_GETFAMILY: the id of the generic-netlink family ``name``.
+        Raises OSError (ENOENT: no such family)."""
+        from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, ctrlmsg
+
+        msg = ctrlmsg()
+        msg["cmd"] = CTRL_CMD_GETFAMILY
+        msg["version"] = 1
+        msg["attrs"] = [["CTRL_ATTR_FAMILY_NAME", name]]
+        for raw in self._request(msg, GENL_ID_CTRL, NLM_F_REQUEST):
+            reply = ctrlmsg(raw)
+            reply.decode()
+            found = reply.get_attr("CTRL_ATTR_FAMILY_ID")
+            if found is not None:
+                return found
+        raise OSError(errno.ENOENT, f"no {name} generic-netlink family")
+
+    def device(self, ifindex: int | None = None, ifname: str | None = None) -> list:
+        """WG_CMD_GET_DEVICE of the link ``ifindex`` (or, where only a name is
+        known, ``ifname``) in this socket's namespace: its pyroute2 wgmsg
+        replies, decoded (a link with many peers takes several)."""
+        from pyroute2.netlink.generic.wireguard import WG_CMD_GET_DEVICE, wgmsg
+
+        msg = wgmsg()
+        msg["cmd"] = WG_CMD_GET_DEVICE
+        msg["version"] = 1
+        msg["attrs"] = ([["WGDEVICE_A_IFINDEX", ifindex]] if ifindex is not None
+                        else [["WGDEVICE_A_IFNAME", ifname]])
+        replies = []
+        for raw in self._request(msg, self.family(), NLM_F_REQUEST | NLM_F_DUMP):
+            reply = wgmsg(raw)
+            reply.decode()
+            replies.append(reply)
+        return replies
+
+    def peer_count(self, ifname: str) -> int:
+        """Peers of the WireGuard link called ``ifname``. Raises OSError."""
+        return sum(len(m.get_attr("WGDEVICE_A_PEERS") or ()) for m in self.device(ifname=ifname))

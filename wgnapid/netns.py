@@ -29,12 +29,13 @@ Agreed interface (/work/wt/NETNS-DESIGN.md), with these refinements:
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
 
 from wgnapid import ifname
-from wgnapid.links import Link, NetlinkSource, Rtnl, UdevSource
+from wgnapid.links import Link, NetlinkSource, Rtnl, UdevSource, WireGuardGenl
 from wgnapid.sysfs import DEFAULT_ROOT, Opened, Outcome, Result, ThreadedAttr
 
 # How many times a name is corrected through rtnetlink before giving up on one
@@ -86,6 +87,8 @@ class NetNamespace:
         # An entered namespace (enter_many): its nsfs fd, to make sockets inside
         # it later. None for the process's own.
         self.nsfd = nsfd
+        self._wireguard = None  # WireGuardGenl made inside this namespace, on first use
+        self._entered = nsfd is not None  # stays True after close(): see in_namespace
 
     @classmethod
     def current(cls, sysfs_root: str = DEFAULT_ROOT, rtnl: Rtnl | None = None) -> "NetNamespace":
@@ -100,6 +103,7 @@ class NetNamespace:
             raise
 
     def close(self) -> None:
+        self.drop_wireguard()
         if self.dirfd >= 0:
             os.close(self.dirfd)
             self.dirfd = -1
@@ -183,8 +187,12 @@ class NetNamespace:
         return (UdevSource if kind == "udev" else NetlinkSource)(self.rtnl)
 
     def in_namespace(self, fn):
-        """fn() run inside this namespace (a setns thread for an entered one)."""
+        """fn() run inside this namespace (a setns thread for an entered one).
+        Raises OSError (EBADF) once an entered namespace is closed: never runs
+        fn in the daemon's own namespace in its place."""
         if self.nsfd is None:
+            if self._entered:
+                raise OSError(errno.EBADF, f"netns {self.name} {self.id.ino} was released")
             return fn()
         from wgnapid import nsenter
 
@@ -193,14 +201,31 @@ class NetNamespace:
             raise got
         return got
 
+    def wireguard(self):
+        """This namespace's WireGuard requester (wgnapid.links.WireGuardGenl),
+        made inside it on first use (a setns thread for an entered namespace)
+        and kept until close() or drop_wireguard(). Raises OSError (EnterError
+        when the namespace cannot be entered)."""
+        if self._wireguard is None:
+            self._wireguard = self.in_namespace(WireGuardGenl)
+        return self._wireguard
+
+    def drop_wireguard(self) -> None:
+        """Close the WireGuard requester (after an error; the next use makes a new one)."""
+        if self._wireguard is not None:
+            self._wireguard.close()
+            self._wireguard = None
+
     def peer_count(self, name: str) -> int | None:
         """WireGuard peers of link ``name`` in this namespace (WG_CMD_GET_DEVICE
-        on a generic-netlink socket made inside it), None when it cannot be asked."""
-        from wgnapid.links import wireguard_peer_count
-
+        through wireguard()), None when they cannot be asked."""
         try:
-            return self.in_namespace(lambda: wireguard_peer_count(name))
-        except OSError:
+            return self.wireguard().peer_count(name)
+        except ImportError:
+            return None  # pyroute2 is missing: the caller cannot tell "no peers"
+        except OSError as exc:
+            if exc.errno not in (errno.ENODEV, errno.EOPNOTSUPP, errno.ENOENT):
+                self.drop_wireguard()  # the socket itself may be at fault: a new one next time
             return None
 
     def __repr__(self) -> str:

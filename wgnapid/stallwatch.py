@@ -31,13 +31,16 @@ only receive from, a peer we only send keepalives or handshakes to, a peer
 that stopped answering entirely.
 
 `Detector` is pure (samples in, changes out); `WireGuardReader` reads samples
-through WireGuard's generic netlink (pyroute2's WireGuard class); `StallWatch`
-ties them to the daemon: one `poll()` per due time, and `stalled()` for
-`status`, `doctor` and metrics.
+through WireGuard's generic netlink, asked inside each link's network
+namespace (wgnapid.netns.NetNamespace.wireguard); `StallWatch` ties them to
+the daemon: one `run_due()` per loop turn over the threaded WireGuard links
+of every covered namespace, and `stalled()` for `status`, `doctor` and
+metrics. A link is (netns, ifindex) here as everywhere in wgnapid.
 """
 
 from __future__ import annotations
 
+import errno
 import syslog
 import threading
 import time
@@ -69,6 +72,8 @@ class PeerSample:
     since the peer was added). ``last_handshake``: WGPEER_A_LAST_HANDSHAKE_TIME
     in seconds since the epoch (wall clock), 0.0 when there was none.
     ``keepalive_interval``: WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL (s, 0 = off).
+    ``netns``: the nsfs inode of the link's network namespace (0 where only
+    one namespace is in play: tests, bench); ``netns_name`` its name.
     """
 
     ifname: str
@@ -78,10 +83,18 @@ class PeerSample:
     tx_bytes: int
     last_handshake: float
     keepalive_interval: int = 0
+    netns: int = 0
+    netns_name: str = "self"  # the namespace's name (wgnapid.discovery), for log lines and status
 
     @property
-    def key(self) -> tuple[int, str]:
-        return self.ifindex, self.public_key
+    def link(self) -> tuple[int, int]:
+        """The link's identity: (netns, ifindex)."""
+        return self.netns, self.ifindex
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        """The peer's identity: (netns, ifindex, public key)."""
+        return self.netns, self.ifindex, self.public_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +127,14 @@ class Change:
     public_key: str
     figures: Figures
     reason: str = ""
+    netns: int = 0  # nsfs inode of the link's namespace
+    netns_name: str = "self"
 
 
 @dataclass(slots=True)
 class _Peer:
     ifname: str
+    netns_name: str
     tx: int
     rx: int
     handshake: float
@@ -170,50 +186,54 @@ class Detector:
     """Stall detector over counter samples; pure (no I/O, times passed in).
 
     Feed it every read with `observe`; it returns the state changes. Peers are
-    keyed by (ifindex, public key): a link re-created under the same name is a
-    new link (identity-safe), a peer re-added has its counters reset.
+    keyed by (netns, ifindex, public key): a link re-created under the same
+    name is a new link (identity-safe), a peer re-added has its counters reset.
+    Links are (netns, ifindex) pairs (PeerSample.link).
     """
 
     def __init__(self) -> None:
-        self._peers: dict[tuple[int, str], _Peer] = {}
-        self._links: dict[int, set[tuple[int, str]]] = {}  # ifindex -> its peers' keys
-        self._suspects: set[tuple[int, str]] = set()  # suspicions not yet confirmed
+        self._peers: dict[tuple[int, int, str], _Peer] = {}
+        self._links: dict[tuple[int, int], set[tuple[int, int, str]]] = {}  # link -> its peers' keys
+        self._suspects: set[tuple[int, int, str]] = set()  # suspicions not yet confirmed
 
-    def observe(self, samples: Iterable[PeerSample], ifindexes: Iterable[int],
+    def observe(self, samples: Iterable[PeerSample], links: Iterable[tuple[int, int]],
                 now: float, wall: float) -> list[Change]:
-        """Judge one read of the links ``ifindexes`` (each read whole).
+        """Judge one read of the links ``links`` ((netns, ifindex); each read whole).
 
         ``samples``: every peer of those links now; peers of those links that
         are missing were removed. ``now``: monotonic seconds of the read;
         ``wall``: time.time() of the read (handshake times are wall-clock).
         Returns the changes, at most one per peer.
         """
-        read = set(ifindexes)
+        read = set(links)
         changes: list[Change] = []
-        seen: set[tuple[int, str]] = set()
+        seen: set[tuple[int, int, str]] = set()
         for s in samples:
             seen.add(s.key)
             change = self._one(s, now, wall)
             if change:
                 changes.append(change)
-        for ifindex in read:
-            for key in self._links.get(ifindex, set()) - seen:
+        for link in read:
+            for key in self._links.get(link, set()) - seen:
                 changes += self._drop(key, "peer removed")
         return changes
 
-    def retain(self, ifindexes: Iterable[int], reason: str = "link no longer watched") -> list[Change]:
-        """Forget every peer of links not in ``ifindexes`` (gone, or no longer threaded)."""
-        keep = set(ifindexes)
+    def retain(self, links: Iterable[tuple[int, int]], reason: str = "link no longer watched"
+               ) -> list[Change]:
+        """Forget every peer of links ((netns, ifindex)) not in ``links`` (gone,
+        or no longer threaded)."""
+        keep = set(links)
         changes: list[Change] = []
-        for ifindex in [i for i in self._links if i not in keep]:
-            for key in list(self._links[ifindex]):
+        for link in [k for k in self._links if k not in keep]:
+            for key in list(self._links[link]):
                 changes += self._drop(key, reason)
         return changes
 
-    def stalled(self) -> list[tuple[str, int, str, Figures, float]]:
-        """Peers judged stalled now: (ifname, ifindex, public key, figures, since
-        as wall-clock seconds), sorted by ifindex and key."""
-        return [(p.ifname, key[0], key[1], p.figures, p.stalled_wall)
+    def stalled(self) -> list[tuple[str, int, int, str, Figures, float, str]]:
+        """Peers judged stalled now: (ifname, netns, ifindex, public key,
+        figures, since as wall-clock seconds, netns name), sorted by netns,
+        ifindex, key."""
+        return [(p.ifname, *key, p.figures, p.stalled_wall, p.netns_name)
                 for key, p in sorted(self._peers.items()) if p.stalled]
 
     def confirm_due(self) -> float | None:
@@ -221,27 +241,29 @@ class Detector:
         due = [self._peers[k].raised + CONFIRM_AFTER for k in self._suspects]
         return min(due) if due else None
 
-    def suspects(self) -> set[int]:
-        """ifindexes of links with a suspicion waiting for its confirming read."""
-        return {k[0] for k in self._suspects}
+    def suspects(self) -> set[tuple[int, int]]:
+        """Links ((netns, ifindex)) with a suspicion waiting for its confirming read."""
+        return {k[:2] for k in self._suspects}
 
     # -- one peer -----------------------------------------------------------------
 
     def _add(self, s: PeerSample, now: float) -> None:
-        self._peers[s.key] = _Peer(s.ifname, s.tx_bytes, s.rx_bytes, s.last_handshake, now)
-        self._links.setdefault(s.ifindex, set()).add(s.key)
+        self._peers[s.key] = _Peer(s.ifname, s.netns_name, s.tx_bytes, s.rx_bytes, s.last_handshake, now)
+        self._links.setdefault(s.link, set()).add(s.key)
 
-    def _drop(self, key: tuple[int, str], reason: str) -> list[Change]:
+    def _drop(self, key: tuple[int, int, str], reason: str) -> list[Change]:
         p = self._peers.pop(key)
         self._suspects.discard(key)
-        peers = self._links.get(key[0])
+        peers = self._links.get(key[:2])
         if peers is not None:
             peers.discard(key)
             if not peers:
-                del self._links[key[0]]
+                del self._links[key[:2]]
         if not p.stalled:
             return []
-        return [Change("forgotten", p.ifname, key[0], key[1], p.figures, reason)]
+        netns, ifindex, public_key = key
+        return [Change("forgotten", p.ifname, ifindex, public_key, p.figures, reason, netns,
+                       p.netns_name)]
 
     def _one(self, s: PeerSample, now: float, wall: float) -> Change | None:
         p = self._peers.get(s.key)
@@ -249,7 +271,7 @@ class Detector:
             self._add(s, now)
             return None  # the first read is a baseline: no window yet
         change = None
-        p.ifname = s.ifname
+        p.ifname, p.netns_name = s.ifname, s.netns_name  # names may change; the keys do not
         if s.tx_bytes < p.tx or s.rx_bytes < p.rx or s.last_handshake < p.handshake:
             # Counters went back: the peer was removed and added again between reads.
             change = self._drop(s.key, "counters reset (peer re-added)")
@@ -263,7 +285,8 @@ class Detector:
             # Data or keepalives arrived: the receive side works.
             if p.stalled:
                 change = Change("recovered", p.ifname, s.ifindex, s.public_key,
-                                Figures(now - p.since, p.run_tx + dtx, p.run_rx + drx, age))
+                                Figures(now - p.since, p.run_tx + dtx, p.run_rx + drx, age),
+                                netns=s.netns, netns_name=s.netns_name)
             p.since, p.stalled, p.figures = None, False, None
         elif p.since is None:
             if current and sent_data(dtx, seconds, s.keepalive_interval):
@@ -277,7 +300,7 @@ class Detector:
                 if p.stalled:
                     change = Change("forgotten", p.ifname, s.ifindex, s.public_key,
                                     Figures(now - p.since, p.run_tx, p.run_rx, age),
-                                    "handshakes stale")
+                                    "handshakes stale", s.netns, s.netns_name)
                 p.since, p.stalled, p.figures = None, False, None
             elif not p.stalled:
                 alive = p.run_rx > 0 or s.last_handshake > p.handshake_at_start
@@ -285,7 +308,8 @@ class Detector:
                     p.stalled = True
                     p.stalled_wall = wall
                     p.figures = Figures(now - p.since, p.run_tx, p.run_rx, age)
-                    change = Change("stalled", p.ifname, s.ifindex, s.public_key, p.figures)
+                    change = Change("stalled", p.ifname, s.ifindex, s.public_key, p.figures,
+                                    netns=s.netns, netns_name=s.netns_name)
         p.tx, p.rx, p.handshake, p.at = s.tx_bytes, s.rx_bytes, s.last_handshake, now
         if p.since is not None and not p.stalled:
             self._suspects.add(s.key)
@@ -296,11 +320,12 @@ class Detector:
 
 # -- reading the kernel ---------------------------------------------------------------
 
-def samples_from_messages(messages, ifname: str, ifindex: int) -> list[PeerSample]:
+def samples_from_messages(messages, ifname: str, ifindex: int, netns: int = 0,
+                          netns_name: str = "self") -> list[PeerSample]:
     """Peers from the WG_CMD_GET_DEVICE reply of one link (pyroute2 wgmsg objects).
 
-    Raises LookupError when the reply is for another ifindex (the name now
-    belongs to another link). A peer whose allowed IPs spill into the next
+    Raises LookupError when the reply is for another ifindex (asked by name,
+    the name now belongs to another link). A peer whose allowed IPs spill into the next
     message is repeated there with only its key and allowed IPs (kernel:
     wg_get_device_dump): only the part carrying counters is taken.
     """
@@ -321,30 +346,36 @@ def samples_from_messages(messages, ifname: str, ifindex: int) -> list[PeerSampl
                 ifname, ifindex, key, rx, peer.get_attr("WGPEER_A_TX_BYTES") or 0,
                 hs.get("tv_sec", 0) + hs.get("tv_nsec", 0) / 1e9,
                 peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0,
+                netns,
+                netns_name,
             ))
     return out
 
 
 class WireGuardReader:
-    """WG_CMD_GET_DEVICE through pyroute2's WireGuard class, one socket kept open.
+    """WG_CMD_GET_DEVICE by ifindex, inside the link's namespace.
 
-    `ready()` imports pyroute2 on a thread of its own (0.3-0.5 s on a host,
-    10 s and more under TCG; the daemon imports it only when a WireGuard link
-    is watched) and says whether it is done, so the daemon's loop keeps
-    handling link events meanwhile. `read(ifname, ifindex)` returns the
-    link's peers, or raises OSError (link gone, not WireGuard, no wireguard
-    family, pyroute2 missing) or LookupError (the name now belongs to another
-    link). The socket is re-opened after an error.
+    The request goes out on the namespace's own generic-netlink socket
+    (NetNamespace.wireguard(): made inside it, kept), because WireGuard looks
+    the ifindex up in the asking socket's namespace; asked by ifindex, the
+    reply is that link's or an error, never another link's. `ready()` imports
+    pyroute2's message classes on a thread of its own (0.3-0.5 s on a host,
+    10 s and more under TCG; the daemon imports them only when a WireGuard
+    link is watched) and says whether it is done, so the daemon's loop keeps
+    handling link events meanwhile. `read(ns, ifname, ifindex)` returns the
+    link's peers, or raises OSError (link gone: ENODEV; not WireGuard:
+    EOPNOTSUPP; no wireguard family: ENOENT; pyroute2 missing; the namespace
+    cannot be entered). After an error other than those three the
+    namespace's socket is closed and made again at the next read.
     """
 
     def __init__(self) -> None:
-        self._wg = None
-        self._cls = None
+        self._loaded = False
         self._importer: threading.Thread | None = None
         self._import_error: Exception | None = None
 
     def ready(self) -> bool:
-        if self._cls is not None or self._import_error is not None:
+        if self._loaded or self._import_error is not None:
             return True
         if self._importer is None:
             self._importer = threading.Thread(target=self._import, name="wgnapid-import",
@@ -357,36 +388,30 @@ class WireGuardReader:
 
     def _import(self) -> None:
         try:
-            from pyroute2 import WireGuard
+            import pyroute2.netlink  # noqa: F401 - WireGuardGenl's message classes
+            import pyroute2.netlink.generic.wireguard  # noqa: F401
 
-            self._cls = WireGuard
+            self._loaded = True
         except Exception as exc:  # reported by read(), per link, once
             self._import_error = exc
 
-    def read(self, ifname: str, ifindex: int) -> list[PeerSample]:
-        if self._wg is None:
-            if not self.ready():
-                self._importer.join()  # a direct caller (tests, bench) waits
-            if self._cls is None:
-                raise OSError(0, f"pyroute2's WireGuard class cannot be imported: "
-                                 f"{self._import_error}")
+    def read(self, ns, ifname: str, ifindex: int) -> list[PeerSample]:
+        if not self.ready():
+            self._importer.join()  # a direct caller (tests, bench) waits
+        if not self._loaded:
+            raise OSError(0, f"pyroute2's WireGuard messages cannot be imported: {self._import_error}")
         try:
-            if self._wg is None:
-                self._wg = self._cls()  # raises when there is no wireguard genl family
-            return samples_from_messages(self._wg.info(ifname), ifname, ifindex)
-        except LookupError:
+            replies = ns.wireguard().device(ifindex)
+        except OSError as exc:
+            if exc.errno not in (errno.ENODEV, errno.EOPNOTSUPP, errno.ENOENT):
+                ns.drop_wireguard()
             raise
-        except Exception as exc:  # pyroute2 wraps netlink errors in its own classes
-            self.close()
-            raise OSError(getattr(exc, "code", 0) or 0, str(exc)) from None
+        except Exception as exc:  # a reply pyroute2 cannot decode
+            raise OSError(0, f"{type(exc).__name__}: {exc}") from None
+        return samples_from_messages(replies, ifname, ifindex, ns.id.ino, ns.name)
 
     def close(self) -> None:
-        if self._wg is not None:
-            try:
-                self._wg.close()
-            except Exception:
-                pass
-            self._wg = None
+        """Nothing to close: the sockets are the namespaces' (NetNamespace.close)."""
 
 
 # -- the daemon's part ------------------------------------------------------------------
@@ -395,9 +420,9 @@ class StallWatch:
     """Reads the watched links every ``window`` seconds (sooner to confirm a
     suspicion), logs each change once, and answers `stalled()`.
 
-    ``log``: a wgnapid.log.Log. ``reader``: anything with ``read(ifname,
-    ifindex) -> list[PeerSample]`` and ``close()`` (WireGuardReader by default).
-    ``window`` 0 turns the watch off.
+    ``log``: a wgnapid.log.Log. ``reader``: anything with ``read(ns, ifname,
+    ifindex) -> list[PeerSample]`` and ``close()`` (WireGuardReader by default;
+    ``ns`` a wgnapid.netns.NetNamespace). ``window`` 0 turns the watch off.
     """
 
     def __init__(self, log, window: float, reader=None) -> None:
@@ -409,8 +434,8 @@ class StallWatch:
         self.reads = 0  # reads finished (whole or confirming)
         self._last_poll = float("-inf")
         self._watching = True  # the last read had links to read
-        self._queue: list[tuple[str, int]] = []  # links of the read under way, last first
-        self.read_errors: dict[int, str] = {}  # ifindex -> last error, logged once
+        self._queue: list[tuple[object, str, int]] = []  # (ns, name, ifindex) of the read under way, last first
+        self.read_errors: dict[tuple[int, int], str] = {}  # (netns, ifindex) -> last error, logged once
 
     def set_window(self, window: float, now: float) -> None:
         if window != self.window:
@@ -436,10 +461,12 @@ class StallWatch:
             return self.next_due if self._watching else None
         return min(self.next_due, confirm)
 
-    def run_due(self, states, now: float, budget: float = SLICE) -> bool:
-        """The daemon's one call per loop turn: read when due. ``states``: the
-        reconciler's LinkState objects; watched are WireGuard links whose
-        threaded value read back 1, whoever set it (wgnapid or the kernel).
+    def run_due(self, spaces, now: float, budget: float = SLICE) -> bool:
+        """The daemon's one call per loop turn: read when due. ``spaces``:
+        (NetNamespace, its reconciler's LinkState objects) for every covered
+        namespace, looked at only when a read is due; watched are WireGuard
+        links whose threaded value read back 1, whoever set it (wgnapid or the
+        kernel).
         A read stops after ``budget`` seconds and goes on at the next turn, so
         link events are never held up for long by many peers.
         Returns True when a peer's state changed or a read finished (the
@@ -449,7 +476,7 @@ class StallWatch:
             due = self.due(now)
             if not self.window or now < (self.next_due if due is None else due):
                 return False
-            links = [(st.name, st.ifindex) for st in states
+            links = [(ns, st.name, st.ifindex) for ns, states in spaces for st in states
                      if st.kind == "wireguard" and st.current == 1]
             if links and not getattr(self.reader, "ready", lambda: True)():
                 # pyroute2 is being imported on its own thread: look again soon.
@@ -463,25 +490,25 @@ class StallWatch:
             self.reads += 1
         return bool(changes) or (finished and self._watching)
 
-    def poll(self, links: Iterable[tuple[str, int]], now: float, wall: float) -> list[Change]:
+    def poll(self, links: Iterable[tuple[object, str, int]], now: float, wall: float) -> list[Change]:
         """One whole read at ``now``/``wall`` (times given: tests, bench).
-        ``links``: the threaded WireGuard links as (name, ifindex). Returns (and
-        logs) the changes."""
+        ``links``: the threaded WireGuard links as (NetNamespace, name,
+        ifindex). Returns (and logs) the changes."""
         changes = self._start(list(links), now)
         changes += self._drain(None, (now, wall))
         self._log(changes)
         self.reads += 1
         return changes
 
-    def _start(self, links: list[tuple[str, int]], now: float) -> list[Change]:
-        changes = self.detector.retain([i for _, i in links])
+    def _start(self, links: list[tuple[object, str, int]], now: float) -> list[Change]:
+        changes = self.detector.retain([(ns.id.ino, i) for ns, _, i in links])
         self._watching = bool(links)
         if self.next_due is None or now >= self.next_due:
             self._queue = links
             self.next_due = now + self.window
         else:  # the confirming read: only links with a suspicion
             wanted = self.detector.suspects()
-            self._queue = [link for link in links if link[1] in wanted]
+            self._queue = [link for link in links if (link[0].id.ino, link[2]) in wanted]
         self._queue.reverse()  # popped from the end
         self._last_poll = now
         return changes
@@ -492,30 +519,32 @@ class StallWatch:
         did_one = False  # at least one link per turn, however small the budget
         while self._queue and (stop is None or not did_one or time.monotonic() < stop):
             did_one = True
-            name, ifindex = self._queue.pop()
+            ns, name, ifindex = self._queue.pop()
+            link = (ns.id.ino, ifindex)
             try:
-                samples = self.reader.read(name, ifindex)
+                samples = self.reader.read(ns, name, ifindex)
             except (OSError, LookupError) as exc:
-                if self.read_errors.get(ifindex) != str(exc):
-                    self.read_errors[ifindex] = str(exc)
+                if self.read_errors.get(link) != str(exc):
+                    self.read_errors[link] = str(exc)
                     self.log.event("peer-stall-unread", syslog.LOG_DEBUG,
-                                   f"{name}: cannot read WireGuard peers: {exc}",
-                                   interface=name, ifindex=ifindex)
+                                   f"{name}: cannot read WireGuard peers: {exc}{_where(link[0], ns.name)}",
+                                   interface=name, ifindex=ifindex, **_ns_fields(link[0], ns.name))
                 continue
-            self.read_errors.pop(ifindex, None)
+            self.read_errors.pop(link, None)
             now, wall = at or (time.monotonic(), time.time())
-            changes += self.detector.observe(samples, [ifindex], now, wall)
+            changes += self.detector.observe(samples, [link], now, wall)
         return changes
 
-    def stalled(self) -> list[tuple[str, int, str]]:
-        """Stalled peers now: (ifname, ifindex, public key in base64)."""
-        return [(name, ifindex, key) for name, ifindex, key, _f, _s in self.detector.stalled()]
+    def stalled(self) -> list[tuple[str, int, int, str]]:
+        """Stalled peers now: (ifname, netns inode, ifindex, public key in base64)."""
+        return [(name, netns, ifindex, key)
+                for name, netns, ifindex, key, *_rest in self.detector.stalled()]
 
     def as_list(self) -> list[dict]:
         """Stalled peers for the status document."""
-        return [{"interface": name, "ifindex": ifindex, "public_key": key, "since": since,
-                 **figures.as_dict()}
-                for name, ifindex, key, figures, since in self.detector.stalled()]
+        return [{"interface": name, "ifindex": ifindex, "netns": netns, "netns_name": netns_name,
+                 "public_key": key, "since": since, **figures.as_dict()}
+                for name, netns, ifindex, key, figures, since, netns_name in self.detector.stalled()]
 
     def close(self) -> None:
         self.reader.close()
@@ -524,7 +553,9 @@ class StallWatch:
         for c in changes:
             f = c.figures
             age = "never" if f.handshake_age is None else f"{f.handshake_age:.0f} s ago"
-            fields = dict(interface=c.ifname, ifindex=c.ifindex, wgnapid_peer=c.public_key,
+            where = _where(c.netns, c.netns_name)
+            fields = dict(interface=c.ifname, ifindex=c.ifindex, **_ns_fields(c.netns, c.netns_name),
+                          wgnapid_peer=c.public_key,
                           wgnapid_stall_seconds=f"{f.seconds:.1f}",
                           wgnapid_tx_bytes=f.tx_bytes, wgnapid_rx_bytes=f.rx_bytes,
                           wgnapid_handshake_age=None if f.handshake_age is None
@@ -535,15 +566,25 @@ class StallWatch:
                     f"{c.ifname}: peer {c.public_key} receive side looks stalled "
                     f"(CVE-2026-52945): in {f.seconds:.0f} s we sent {f.tx_bytes} bytes and "
                     f"received only {f.rx_bytes} bytes of handshake messages; last handshake "
-                    f"{age}. See README, 'A stalled peer'", **fields)
+                    f"{age}. See README, 'A stalled peer'{where}", **fields)
             elif c.kind == "recovered":
                 self.log.event(
                     "peer-stall-recovered", syslog.LOG_NOTICE,
                     f"{c.ifname}: peer {c.public_key} receives data again after "
-                    f"{f.seconds:.0f} s", **fields)
+                    f"{f.seconds:.0f} s{where}", **fields)
             else:
                 self.log.event(
                     "peer-stall-forgotten", syslog.LOG_NOTICE,
-                    f"{c.ifname}: peer {c.public_key} no longer judged stalled: {c.reason}",
+                    f"{c.ifname}: peer {c.public_key} no longer judged stalled: {c.reason}{where}",
                     **fields)
 
+
+def _where(netns: int, name: str) -> str:
+    """" [netns NAME INODE]" for a namespace other than the daemon's own, as
+    Log.link shows it in its lines."""
+    return "" if name == "self" else f" [netns {name} {netns}]"
+
+
+def _ns_fields(netns: int, name: str) -> dict:
+    """The journal fields Log.link gives a link's namespace."""
+    return {"wgnapid_netns": netns or None, "wgnapid_netns_name": name}

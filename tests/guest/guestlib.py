@@ -250,6 +250,8 @@ def policy_toml(*, source: str = "netlink", resync_interval: float = 1,
                   f'kinds = {json.dumps(rule.get("kinds", ["wireguard"]))}',
                   f'interfaces = {json.dumps(rule["interfaces"])}',
                   f'threaded = "{rule["threaded"]}"']
+        if "netns" in rule:
+            lines.append(f'netns = {json.dumps(rule["netns"])}')
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,10 @@ handshake messages (types 1-3) pass.
 
 w01 checks the counter signals the detector relies on (both kernels); w02 runs
 the daemon with a short window against a stalled tunnel and three controls (a
-busy tunnel, an idle one, a one-way flow).
+busy tunnel, an idle one, a one-way flow), and a second stalled tunnel whose
+device lives in a tenant namespace (moved there after creation, as a
+container's: its UDP socket stays in the initial namespace, where the drop
+rule sees its packets).
 
 Everything made here carries the token TOKEN and is removed at the end; all
 traffic goes only to this test's own addresses in its own namespaces, bounded
@@ -31,12 +34,13 @@ import time
 import pytest
 
 import guestlib
-from guestlib import threaded, wait_until
+from guestlib import wait_until
 
 pytestmark = pytest.mark.guest
 
 TOKEN = secrets.token_hex(2)
 NS = f"i14p{TOKEN}"
+TENANT = f"i14t{TOKEN}"  # w02: a namespace holding one tunnel device, like a container
 NFT_TABLE = f"i14{TOKEN}"
 VETH_ROOT, VETH_PEER = f"i14a{TOKEN}", f"i14b{TOKEN}"
 UNDERLAY = "10.214.0"  # .1 here, .2 in the peer namespace
@@ -96,6 +100,8 @@ class Peer:
 
 
 class Tunnel:
+    netns: str | None = None  # the namespace its device was moved to (move_to)
+
     def __init__(self, topo: "Topology", number: int, name: str):
         self.topo, self.number, self.name = topo, number, name
         self.port_root, self.port_peer = PORT_ROOT + number, PORT_PEER + number
@@ -117,13 +123,27 @@ class Tunnel:
         run("ip", "-n", NS, "address", "add", f"{self.addr_peer}/24", "dev", name)
         run("ip", "-n", NS, "link", "set", name, "up")
 
+    def move_to(self, netns: str) -> None:
+        """Move our end's device into ``netns`` (its UDP socket stays here:
+        WireGuard keeps the namespace it was created in for its sockets)."""
+        run("ip", "link", "set", self.name, "netns", netns)
+        self.netns = netns
+        self._here("ip", "address", "add", f"{self.addr_root}/24", "dev", self.name)
+        self._here("ip", "link", "set", self.name, "up")
+
+    def _here(self, *argv: str):
+        return run("ip", "netns", "exec", self.netns, *argv) if self.netns else run(*argv)
+
     @property
     def ifindex(self) -> int:
-        return int((guestlib.SYSFS_NET / self.name / "ifindex").read_text())
+        return int(self._here("cat", f"/sys/class/net/{self.name}/ifindex").stdout)
+
+    def threaded(self) -> str:
+        return self._here("cat", f"/sys/class/net/{self.name}/threaded").stdout.strip()
 
     def here(self) -> Peer:
         """Our end's counters for the peer (the side wgnapid watches)."""
-        return Peer(run("wg", "show", self.name, "dump").stdout.splitlines()[1])
+        return Peer(self._here("wg", "show", self.name, "dump").stdout.splitlines()[1])
 
     def there(self) -> Peer:
         return Peer(nsrun("wg", "show", self.name, "dump").stdout.splitlines()[1])
@@ -133,6 +153,8 @@ class Tunnel:
         argv = [*PING, "-q", "-i", str(interval), "-w", str(seconds)]
         if count:
             argv += ["-c", str(count)]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
         return self.topo.spawn(argv + [self.addr_peer])
 
     def drop_data(self) -> str:
@@ -198,6 +220,7 @@ class Topology:
                 proc.wait(10)
         run("nft", "delete", "table", "inet", NFT_TABLE, check=False)
         run("ip", "netns", "del", NS, check=False)
+        run("ip", "netns", "del", TENANT, check=False)
         for name in self.root_links:
             if (guestlib.SYSFS_NET / name).exists():
                 run("ip", "link", "del", name, check=False)
@@ -276,8 +299,12 @@ def test_w01_stall_signals(topo, record_property, monkeypatch):
 
 @pytest.fixture(scope="session")
 def stall_policy(risky) -> str:
+    # Every namespace, but rules for the daemon's own and the tenant's only (not
+    # the peer namespace, where the far ends are).
     text = guestlib.policy_toml(source="netlink", resync_interval=30, pending_max_delay=2,
-                                kernel_guard="warn" if risky else None)
+                                kernel_guard="warn" if risky else None, namespaces="all",
+                                rules=[{"name": "tunnels", "interfaces": ["*"], "threaded": "on",
+                                        "netns": ["self", TENANT]}])
     return text.replace("[daemon]\n", f"[daemon]\nstall_window = {STALL_WINDOW}\n", 1)
 
 
@@ -300,9 +327,10 @@ def cli_together(daemon, *commands: tuple[str, ...]) -> list[tuple[int, str, str
                            "6.1 boot short); w01 and w03 check the signals and the query here")
 def test_w02_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy,
                                                      record_property, monkeypatch):
-    """The daemon flags exactly the tunnel whose data is dropped, within two
-    windows plus the confirming read; the controls are never flagged; the
-    drop's removal brings one recovery notice."""
+    """The daemon flags exactly the tunnels whose data is dropped, within two
+    windows plus the confirming read, the one in the tenant namespace named
+    as such; the controls are never flagged; the drop's removal brings one
+    recovery notice each."""
     allow_slow(monkeypatch)
     from wgnapid.log import MESSAGE_IDS
     from wgnapid.stallwatch import CONFIRM_AFTER
@@ -313,27 +341,33 @@ def test_w02_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     busy = Tunnel(topo, 2, f"bz{TOKEN}")
     idle = Tunnel(topo, 3, f"id{TOKEN}")
     oneway = Tunnel(topo, 4, f"ow{TOKEN}")
+    run("ip", "netns", "add", TENANT)
+    tenant = Tunnel(topo, 5, f"tn{TOKEN}")
+    tenant.move_to(TENANT)
+    tenant_ino = os.stat(f"/run/netns/{TENANT}").st_ino
     # The one-way flow: pings from the peer namespace that our end drops after
     # WireGuard counted them (nftables on the tunnel link), so nothing answers.
     run("nft", "add", "rule", "inet", NFT_TABLE, "input", "iifname", oneway.name,
         "icmp", "type", "echo-request", "drop")
     assert idle.ping(0.2, 20, count=1).wait(30) == 0  # a handshake, then idle
     stall.ping(0.2, TRAFFIC_S)
+    tenant.ping(0.2, TRAFFIC_S)
     busy.ping(0.2, TRAFFIC_S)
     topo.spawn(["ip", "netns", "exec", NS, *PING, "-q", "-i", "0.2", "-w", str(TRAFFIC_S),
                 oneway.addr_root])
     wait_until("traffic on every active tunnel",
-               lambda: all(t.here().rx > 1000 for t in (stall, busy, oneway)), 120)
+               lambda: all(t.here().rx > 1000 for t in (stall, tenant, busy, oneway)), 120)
     daemon = daemons.get(stall_policy)
-    for t in (stall, busy, idle, oneway):
-        assert threaded(t.name) == "1", f"{t.name} not threaded at READY=1"
+    for t in (stall, busy, idle, oneway, tenant):
+        assert t.threaded() == "1", f"{t.name} not threaded at READY=1"
+    stalled = {stall.name, tenant.name}
 
     def status() -> dict:
         return daemon.status_file() or {}
 
     def flagged() -> set[str]:
         names = {p["interface"] for p in status().get("stalled_peers", [])}
-        controls = names - {stall.name}
+        controls = names - stalled
         assert not controls, f"control tunnels flagged: {status()['stalled_peers']}"
         return names
 
@@ -347,8 +381,10 @@ def test_w02_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     since_us = int(time.time() * 1e6)
     reads_before = status()["stall_reads"]
     stall.drop_data()
+    tenant.drop_data()
     dropped = time.monotonic()
-    wait_until(f"{stall.name} flagged", lambda: stall.name in flagged(), 300, interval=0.25)
+    wait_until(f"{stall.name} and {tenant.name} flagged", lambda: flagged() == stalled, 300,
+               interval=0.25)
     latency = time.monotonic() - dropped
     reads = status()["stall_reads"] - reads_before
     record_property("drop_to_flagged_s", round(latency, 1))
@@ -359,38 +395,48 @@ def test_w02_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     # machine stretches time): the one the drop fell in, the next whole one,
     # and the confirming read 12 s after it.
     assert reads <= 3, f"flagged at the {reads}th read after the drop"
-    peer = status()["stalled_peers"][0]
-    assert (peer["interface"], peer["ifindex"], peer["public_key"]) == (
-        stall.name, stall.ifindex, stall.pub_peer)
-    assert peer["tx_bytes"] > 0 and handshake_bytes(peer["rx_bytes"]), peer
+    peers = {p["interface"]: p for p in status()["stalled_peers"]}
+    own_ino = os.stat("/proc/self/ns/net").st_ino
+    for t, ino, ns_name in ((stall, own_ino, "self"), (tenant, tenant_ino, TENANT)):
+        peer = peers[t.name]
+        assert (peer["ifindex"], peer["public_key"], peer["netns"], peer["netns_name"]) == (
+            t.ifindex, t.pub_peer, ino, ns_name), peer
+        assert peer["tx_bytes"] > 0 and handshake_bytes(peer["rx_bytes"]), peer
 
     guestlib.journal_sync()
     warnings = [e for e in daemon.journal(MESSAGE_ID=MESSAGE_IDS["peer-stalled"])
                 if int(e["__REALTIME_TIMESTAMP"]) >= since_us]
-    assert len(warnings) == 1, [e["MESSAGE"] for e in warnings]
-    w = warnings[0]
-    assert (w["INTERFACE"], w["IFINDEX"], w["WGNAPID_PEER"]) == (
-        stall.name, str(stall.ifindex), stall.pub_peer)
-    assert w["PRIORITY"] == "4" and "CVE-2026-52945" in w["MESSAGE"]
-    assert int(w["WGNAPID_TX_BYTES"]) > 0 and handshake_bytes(int(w["WGNAPID_RX_BYTES"]))
+    assert sorted(w["INTERFACE"] for w in warnings) == sorted(stalled), [e["MESSAGE"] for e in warnings]
+    for w in warnings:
+        t = stall if w["INTERFACE"] == stall.name else tenant
+        assert (w["IFINDEX"], w["WGNAPID_PEER"]) == (str(t.ifindex), t.pub_peer)
+        assert w["PRIORITY"] == "4" and "CVE-2026-52945" in w["MESSAGE"]
+        assert int(w["WGNAPID_TX_BYTES"]) > 0 and handshake_bytes(int(w["WGNAPID_RX_BYTES"]))
+        if t is tenant:
+            assert w["WGNAPID_NETNS"] == str(tenant_ino) and w["WGNAPID_NETNS_NAME"] == TENANT
+            assert w["MESSAGE"].endswith(f"[netns {TENANT} {tenant_ino}]"), w["MESSAGE"]
+        else:
+            assert w["WGNAPID_NETNS_NAME"] == "self" and "[netns" not in w["MESSAGE"]
 
     # status (JSON and text) and doctor show it (the three commands at once:
     # each needs 10 s or more under TCG).
     out = cli_together(daemon, ("status", "--json"), ("status",), ("doctor", "--json"))
     doc = json.loads(out[0][1])
     assert out[0][0] == 0, out[0]
-    assert [(p["interface"], p["public_key"]) for p in doc["stalled_peers"]] == [
-        (stall.name, stall.pub_peer)]
+    assert sorted((p["interface"], p["public_key"]) for p in doc["stalled_peers"]) == sorted(
+        [(stall.name, stall.pub_peer), (tenant.name, tenant.pub_peer)])
     text = out[1][1]
     assert out[1][0] == 0 and f"STALLED: {stall.name}" in text and stall.pub_peer in text, out[1]
+    assert f"STALLED: {tenant.name} (ifindex {tenant.ifindex}, netns {TENANT} {tenant_ino})" in text, text
     assert out[2][0] == 1, out[2]
     doctor = json.loads(out[2][1])
     assert doctor["ok"] is False
-    assert [p for p in doctor["problems"] if stall.name in p and "stalled" in p], doctor["problems"]
-    assert not flagged() - {stall.name}
+    for t in (stall, tenant):
+        assert [p for p in doctor["problems"] if t.name in p and "stalled" in p], doctor["problems"]
 
-    # Data passes again: one recovery notice, nothing flagged.
+    # Data passes again: one recovery notice each, nothing flagged.
     stall.pass_data()
+    tenant.pass_data()
     passed = time.monotonic()
     reads_before = status()["stall_reads"]
     wait_until(f"{stall.name} recovered", lambda: not flagged(), 300, interval=0.25)
@@ -404,9 +450,9 @@ def test_w02_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     for e in entries:
         by_id.setdefault(e.get("MESSAGE_ID"), []).append(e)
     recovered = by_id.get(MESSAGE_IDS["peer-stall-recovered"], [])
-    assert [(e["INTERFACE"], e["WGNAPID_PEER"]) for e in recovered] == [
-        (stall.name, stall.pub_peer)]
-    assert len(by_id.get(MESSAGE_IDS["peer-stalled"], [])) == 1  # never a line per window
+    assert sorted((e["INTERFACE"], e["WGNAPID_PEER"]) for e in recovered) == sorted(
+        [(stall.name, stall.pub_peer), (tenant.name, tenant.pub_peer)])
+    assert len(by_id.get(MESSAGE_IDS["peer-stalled"], [])) == 2  # never a line per window
     assert not by_id.get(MESSAGE_IDS["peer-stall-forgotten"])
     assert daemon.alive() and "Traceback" not in daemon.stderr(), daemon.stderr()
     stopped = daemons.stop()
@@ -437,17 +483,21 @@ def test_w03_stall_read_of_1000_peers(guest_ready, record_property, monkeypatch)
         run("wg", "addconf", name, path)
         record_property("add_1000_peers_s", round(time.monotonic() - t0, 1))
         ifindex = int((guestlib.SYSFS_NET / name / "ifindex").read_text())
+        from wgnapid.netns import NetNamespace
+
+        ns = NetNamespace.current()  # the guest's own: the link is here
         reader, det = WireGuardReader(), Detector()
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         times = []
         try:
             for i in range(2):
                 c0, w0 = time.process_time(), time.monotonic()
-                samples = reader.read(name, ifindex)
-                det.observe(samples, [ifindex], 1000.0 + 30 * i, time.time())
+                samples = reader.read(ns, name, ifindex)
+                det.observe(samples, [(ns.id.ino, ifindex)], 1000.0 + 30 * i, time.time())
                 times.append((time.process_time() - c0, time.monotonic() - w0))
         finally:
             reader.close()
+            ns.close()
         assert sorted(s.public_key for s in samples) == sorted(keys)
         assert all(s.rx_bytes == 0 and s.tx_bytes == 0 and s.last_handshake == 0 for s in samples)
         cpu, wall = times[1]  # the second read: the detector has its baseline

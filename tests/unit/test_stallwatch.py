@@ -9,7 +9,9 @@ to re-handshakes about every 15-20 s.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import syslog
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,6 +24,9 @@ from .helpers import RecordingLog
 KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER = base64.b64encode(bytes(range(1, 33))).decode()
 W = 30.0  # the default window
+# Network namespaces as the watch sees them (NetNamespace: id.ino, name).
+OWN = SimpleNamespace(id=SimpleNamespace(ino=4026531840), name="self")
+TENANT = SimpleNamespace(id=SimpleNamespace(ino=4026532999), name="tenant-a")
 BUSY_TX = 150 * 128  # ping -i 0.2 for 30 s
 BUSY_RX = 150 * 128
 
@@ -29,16 +34,18 @@ BUSY_RX = 150 * 128
 class Sim:
     """One peer of wg0 (ifindex 7), read by a Detector; times advance per read."""
 
-    def __init__(self, det: Detector | None = None, key: str = KEY, ifindex: int = 7):
+    def __init__(self, det: Detector | None = None, key: str = KEY, ifindex: int = 7, ns=None):
         self.det = det or Detector()
         self.key, self.ifindex = key, ifindex
+        self.netns, self.netns_name = (ns.id.ino, ns.name) if ns else (0, "self")
         self.t, self.wall = 1000.0, 1.7e9
         self.tx = self.rx = 0
         self.hs = 0.0
         self.keepalive = 0
 
     def sample(self) -> PeerSample:
-        return PeerSample("wg0", self.ifindex, self.key, self.rx, self.tx, self.hs, self.keepalive)
+        return PeerSample("wg0", self.ifindex, self.key, self.rx, self.tx, self.hs, self.keepalive,
+                          self.netns, self.netns_name)
 
     def read(self, after: float = W, tx: int = 0, rx: int = 0, handshake: bool = False):
         self.t += after
@@ -47,7 +54,7 @@ class Sim:
         self.rx += rx
         if handshake:
             self.hs = self.wall - after / 2
-        return self.det.observe([self.sample()], [self.ifindex], self.t, self.wall)
+        return self.det.observe([self.sample()], [(self.netns, self.ifindex)], self.t, self.wall)
 
     def start_busy(self) -> None:
         """First handshake and a busy window: a healthy peer being read."""
@@ -169,7 +176,7 @@ def test_stall_is_flagged_once_and_stays_quiet():
     assert (c.ifname, c.ifindex, c.public_key) == ("wg0", 7, KEY)
     assert c.figures.tx_bytes == BUSY_TX + 148 + 8000 and c.figures.rx_bytes == 92
     assert c.figures.seconds == pytest.approx(W + CONFIRM_AFTER)
-    assert [s[:3] for s in sim.det.stalled()] == [("wg0", 7, KEY)]
+    assert [s[:4] for s in sim.det.stalled()] == [("wg0", 0, 7, KEY)]
     for i in range(10):  # re-handshakes keep completing: no line per window
         assert sim.read(tx=BUSY_TX, rx=92 * (1 + i % 2), handshake=True) == []
     assert len(sim.det.stalled()) == 1
@@ -239,7 +246,7 @@ def test_only_the_stalled_peer_of_a_link_is_flagged():
             sim.rx += rx
             if hs:
                 sim.hs = sim.wall - 1
-        return det.observe([a.sample(), b.sample()], [7], a.t, a.wall)
+        return det.observe([a.sample(), b.sample()], [(0, 7)], a.t, a.wall)
 
     assert read(0) == []
     busy = (BUSY_TX, BUSY_RX, True)
@@ -247,7 +254,7 @@ def test_only_the_stalled_peer_of_a_link_is_flagged():
     assert read(a_counters=(BUSY_TX, 92, True), b_counters=(BUSY_TX, BUSY_RX, False)) == []
     changes = read(CONFIRM_AFTER, a_counters=(500, 0, False), b_counters=(500, 0, False))
     assert [(c.kind, c.public_key) for c in changes] == [("stalled", KEY)]
-    assert [s[2] for s in det.stalled()] == [KEY]
+    assert [s[3] for s in det.stalled()] == [KEY]
 
 
 def test_removed_peer_and_unwatched_link_are_forgotten():
@@ -255,7 +262,7 @@ def test_removed_peer_and_unwatched_link_are_forgotten():
     sim.start_busy()
     sim.read(tx=BUSY_TX, rx=92, handshake=True)
     sim.read(after=CONFIRM_AFTER, tx=500)
-    changes = sim.det.observe([], [7], sim.t + W, sim.wall + W)
+    changes = sim.det.observe([], [(0, 7)], sim.t + W, sim.wall + W)
     assert kinds(changes) == ["forgotten"] and changes[0].reason == "peer removed"
     sim2 = Sim()
     sim2.start_busy()
@@ -289,6 +296,8 @@ def test_samples_from_a_genl_reply():
     continued = {"WGPEER_A_PUBLIC_KEY": {"value": OTHER}}
     samples = samples_from_messages([_reply(7, [full]), _reply(7, [continued])], "wg0", 7)
     assert samples == [PeerSample("wg0", 7, KEY, 1234, 5678, 1_700_000_000.5, 25)]
+    samples = samples_from_messages([_reply(7, [full])], "wg0", 7, 4026532999, "tenant-a")
+    assert samples[0].link == (4026532999, 7) and samples[0].netns_name == "tenant-a"
     with pytest.raises(LookupError):
         samples_from_messages([_reply(8, [full])], "wg0", 7)
 
@@ -304,11 +313,13 @@ class FakeReader:
         self.fail: dict[int, str] = {}
         self.calls: list[int] = []
 
-    def read(self, ifname, ifindex):
+    def read(self, ns, ifname, ifindex):
         self.calls.append(ifindex)
         if ifindex in self.fail:
             raise OSError(19, self.fail[ifindex])
-        return list(self.peers.get(ifindex, []))
+        # As WireGuardReader does: the samples carry the namespace they were read in.
+        return [dataclasses.replace(s, netns=ns.id.ino, netns_name=ns.name)
+                for s in self.peers.get(ifindex, [])]
 
     def close(self):
         pass
@@ -318,7 +329,7 @@ def test_watch_logs_once_per_change_with_fields():
     log, reader = RecordingLog(), FakeReader()
     watch = StallWatch(log, W, reader)
     sim = Sim()
-    links = [("wg0", 7)]
+    links = [(OWN, "wg0", 7)]
 
     def poll(after=W, **counters):
         sim.t += 0  # the Sim advances times in read(); here we advance by hand
@@ -343,7 +354,7 @@ def test_watch_logs_once_per_change_with_fields():
     assert watch.due(sim.t) == pytest.approx(sim.t - CONFIRM_AFTER + W)  # back to the window
     for _ in range(5):
         poll(tx=BUSY_TX, rx=92, handshake=True)
-    assert watch.stalled() == [("wg0", 7, KEY)]
+    assert watch.stalled() == [("wg0", OWN.id.ino, 7, KEY)]
     assert watch.as_list()[0]["public_key"] == KEY and watch.as_list()[0]["rx_bytes"] == 92
     poll(tx=BUSY_TX, rx=BUSY_RX)
     assert watch.stalled() == []
@@ -360,7 +371,7 @@ def test_watch_read_errors_are_logged_once_and_off_means_off():
     reader.fail[7] = "No such device"
     watch = StallWatch(log, W, reader)
     for i in range(3):
-        watch.poll([("wg0", 7)], 1000.0 + i * W, 1.7e9)
+        watch.poll([(OWN, "wg0", 7)], 1000.0 + i * W, 1.7e9)
     assert log.kinds() == ["peer-stall-unread"]
     watch.set_window(0, 2000.0)
     assert watch.due(2000.0) is None
@@ -386,14 +397,14 @@ def test_daemon_turns_spread_a_read_and_watch_only_threaded_wireguard():
     states += [LinkState(0, 20, "wgoff", "wireguard", current=0), LinkState(0, 21, "veth0", "veth", current=1)]
     turns = 0
     while True:
-        watch.run_due(states, 1000.0, budget=0)
+        watch.run_due([(OWN, states)], 1000.0, budget=0)
         turns += 1
         if watch.due(1000.0) != 1000.0:
             break
     assert sorted(reader.calls) == [10, 11, 12] and turns == 3  # one link per turn at budget 0
     assert watch.due(1000.0) == 1000.0 + W
     assert watch.reads == 1
-    assert watch.run_due(states, 1001.0) is False and len(reader.calls) == 3  # not due yet
+    assert watch.run_due([(OWN, states)], 1001.0) is False and len(reader.calls) == 3  # not due yet
 
 
 def test_no_wakeups_of_its_own_without_watched_links():
@@ -401,11 +412,11 @@ def test_no_wakeups_of_its_own_without_watched_links():
 
     watch = StallWatch(RecordingLog(), W, FakeReader())
     assert watch.due(1000.0) == 1000.0  # the first read at once
-    assert watch.run_due([LinkState(0, 21, "tun0", "tun", current=1)], 1000.0) is False
+    assert watch.run_due([(OWN, [LinkState(0, 21, "tun0", "tun", current=1)])], 1000.0) is False
     assert watch.due(1000.0) is None  # nothing watched: the loop is not woken for it
-    assert watch.run_due([LinkState(0, 7, "wg0", "wireguard", current=1)], 1010.0) is False
+    assert watch.run_due([(OWN, [LinkState(0, 7, "wg0", "wireguard", current=1)])], 1010.0) is False
     # A later loop turn (an event, the resync) past the window starts the next read.
-    assert watch.run_due([LinkState(0, 7, "wg0", "wireguard", current=1)], 1031.0) is True
+    assert watch.run_due([(OWN, [LinkState(0, 7, "wg0", "wireguard", current=1)])], 1031.0) is True
     assert watch.due(1031.0) == 1031.0 + W
 
 
@@ -438,7 +449,7 @@ def test_first_read_waits_for_the_import_without_blocking():
 
     reader = SlowImport()
     watch = StallWatch(RecordingLog(), W, reader)
-    wg = [LinkState(0, 7, "wg0", "wireguard", current=1)]
+    wg = [(OWN, [LinkState(0, 7, "wg0", "wireguard", current=1)])]
     assert watch.run_due(wg, 1000.0) is False and reader.calls == []  # importing: no read
     assert watch.due(1000.0) == pytest.approx(1000.2)  # looks again soon
     reader.imported = True
@@ -454,5 +465,87 @@ def test_real_reader_imports_on_a_thread():
     while not reader.ready():
         assert _time.monotonic() < deadline
         _time.sleep(0.01)
-    assert reader._cls is not None and reader._cls.__name__ == "WireGuard"
+    assert reader._loaded and reader._import_error is None
 
+
+# -- every covered namespace --------------------------------------------------------------
+
+def test_same_ifindex_in_two_namespaces_are_two_links():
+    """wg0 is ifindex 7 in the daemon's namespace and in a tenant's: a stall of
+    the tenant's peer is that link's alone, and a read of one does not make the
+    other's peers "removed"."""
+    det = Detector()
+    own, tenant = Sim(det, KEY, ns=OWN), Sim(det, KEY, ns=TENANT)
+    for sim in (own, tenant):
+        sim.start_busy()
+    tenant.read(tx=BUSY_TX, rx=92, handshake=True)
+    changes = tenant.read(after=CONFIRM_AFTER, tx=500)
+    assert [(c.kind, c.netns, c.netns_name) for c in changes] == [("stalled", TENANT.id.ino, "tenant-a")]
+    assert own.read(tx=BUSY_TX, rx=BUSY_RX, handshake=True) == []  # own: healthy, tenant's kept
+    assert [s[:3] for s in det.stalled()] == [("wg0", TENANT.id.ino, 7)]
+    assert kinds(det.retain([(OWN.id.ino, 7)])) == ["forgotten"]  # tenant's link went
+    assert det.stalled() == []
+
+
+def test_watch_reads_each_namespace_and_names_it():
+    from wgnapid.reconciler import LinkState
+
+    log, reader = RecordingLog(), FakeReader()
+    watch = StallWatch(log, W, reader)
+    sim = Sim(ns=TENANT)
+    spaces = [(OWN, [LinkState(OWN.id.ino, 7, "wg0", "wireguard", current=1)]),
+              (TENANT, [LinkState(TENANT.id.ino, 7, "wg0", "wireguard", netns_name="tenant-a", current=1)])]
+    seen = []
+
+    class Reader(FakeReader):
+        def read(self, ns, ifname, ifindex):
+            seen.append((ns.name, ifindex))
+            return [sim.sample()] if ns is TENANT else []
+
+    watch.reader = Reader()
+    watch.run_due(spaces, 1000.0)  # the first read: every namespace's threaded WireGuard links
+    assert sorted(seen) == [("self", 7), ("tenant-a", 7)]
+    links = [(OWN, "wg0", 7), (TENANT, "wg0", 7)]  # what run_due collected, read at given times
+
+    def poll(after, **counters):
+        sim.t += after
+        sim.wall += after
+        sim.tx += counters.get("tx", 0)
+        sim.rx += counters.get("rx", 0)
+        if counters.get("handshake"):
+            sim.hs = sim.wall - 1
+        return watch.poll(links, sim.t, sim.wall)
+
+    poll(0)
+    poll(W, tx=BUSY_TX, rx=BUSY_RX, handshake=True)
+    poll(W, tx=BUSY_TX, rx=92, handshake=True)
+    poll(CONFIRM_AFTER, tx=500)
+    assert log.kinds() == ["peer-stalled"]
+    _kind, _prio, message, fields = log.events[0]
+    assert message.endswith(f"[netns tenant-a {TENANT.id.ino}]")
+    assert fields["wgnapid_netns"] == TENANT.id.ino and fields["wgnapid_netns_name"] == "tenant-a"
+    (row,) = watch.as_list()
+    assert (row["netns"], row["netns_name"], row["ifindex"]) == (TENANT.id.ino, "tenant-a", 7)
+    from wgnapid import cli
+
+    assert f"netns tenant-a {TENANT.id.ino}" in cli._stalled_line(row)
+
+
+def test_a_released_namespace_is_never_read_in_the_daemons_own(tmp_path):
+    """A read queued for a namespace that was released meanwhile fails; it does
+    not make a socket in the daemon's namespace and read the ifindex there."""
+    import os
+
+    from wgnapid.netns import NetNamespace, NsId
+    from wgnapid.links import Rtnl
+
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    dirfd = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+    ns = NetNamespace(NsId.of(fd), "tenant-a", Rtnl(), dirfd, nsfd=fd)
+    ns.close()
+    made = []
+    with pytest.raises(OSError) as exc:
+        ns.in_namespace(lambda: made.append(1))
+    assert made == [] and "released" in str(exc.value)
+    with pytest.raises(OSError):
+        ns.wireguard()

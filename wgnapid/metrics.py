@@ -66,7 +66,9 @@ def families(doc: dict, threads: dict[str, tuple[int, float]]) -> list:
     for link in doc.get("links", []):
         if link.get("rule") is None:
             continue  # unmatched links are not wgnapid's business
-        labels = [ns, link["name"], link.get("kind") or "", link["rule"]]
+        # The link's own namespace: with namespaces = "all" two links may share
+        # a name, never a (namespace, name) pair.
+        labels = [str(link.get("netns", ns)), link["name"], link.get("kind") or "", link["rule"]]
         state.add_metric(labels + [link["state"]], 1)
         if link.get("wanted") in ("on", "off"):
             wanted.add_metric(labels, 1 if link["wanted"] == "on" else 0)
@@ -105,12 +107,13 @@ def families(doc: dict, threads: dict[str, tuple[int, float]]) -> list:
         stalled: dict[tuple, int] = {}
         for p in doc["stalled_peers"]:
             if isinstance(p, dict):
-                key = (p.get("interface"), p.get("ifindex"))
+                key = (p.get("netns", doc.get("netns")), p.get("ifindex"))
                 stalled[key] = stalled.get(key, 0) + 1
         for link in doc.get("links", []):
             if link.get("rule") is not None and link.get("kind") == "wireguard":
-                labels = [ns, link["name"], "wireguard", link["rule"]]
-                sp.add_metric(labels, stalled.get((link["name"], link["ifindex"]), 0))
+                labels = [str(link.get("netns", ns)), link["name"], "wireguard", link["rule"]]
+                key = (link.get("netns", doc.get("netns")), link["ifindex"])
+                sp.add_metric(labels, stalled.get(key, 0))
         out.append(sp)
     return out
 

@@ -56,6 +56,15 @@ class Sim:
             self.hs = self.wall - after / 2
         return self.det.observe([self.sample()], [(self.netns, self.ifindex)], self.t, self.wall)
 
+    def advance(self, after: float, tx: int = 0, rx: int = 0, handshake: bool = False) -> None:
+        """Time and counters move on by hand (for reads the watch makes)."""
+        self.t += after
+        self.wall += after
+        self.tx += tx
+        self.rx += rx
+        if handshake:
+            self.hs = self.wall - 1
+
     def start_busy(self) -> None:
         """First handshake and a busy window: a healthy peer being read."""
         assert self.read(0) == []  # baseline
@@ -239,13 +248,8 @@ def test_only_the_stalled_peer_of_a_link_is_flagged():
     a, b = Sim(det, KEY), Sim(det, OTHER)
 
     def read(after=W, a_counters=(0, 0, False), b_counters=(0, 0, False)):
-        for sim, (tx, rx, hs) in ((a, a_counters), (b, b_counters)):
-            sim.t += after
-            sim.wall += after
-            sim.tx += tx
-            sim.rx += rx
-            if hs:
-                sim.hs = sim.wall - 1
+        for sim, counters in ((a, a_counters), (b, b_counters)):
+            sim.advance(after, *counters)
         return det.observe([a.sample(), b.sample()], [(0, 7)], a.t, a.wall)
 
     assert read(0) == []
@@ -332,13 +336,7 @@ def test_watch_logs_once_per_change_with_fields():
     links = [(OWN, "wg0", 7)]
 
     def poll(after=W, **counters):
-        sim.t += 0  # the Sim advances times in read(); here we advance by hand
-        sim.t += after
-        sim.wall += after
-        sim.tx += counters.get("tx", 0)
-        sim.rx += counters.get("rx", 0)
-        if counters.get("handshake"):
-            sim.hs = sim.wall - 1
+        sim.advance(after, **counters)
         reader.peers[7] = [sim.sample()]
         assert watch.due(sim.t) is not None and watch.due(sim.t) <= sim.t
         return watch.poll(links, sim.t, sim.wall)
@@ -508,12 +506,7 @@ def test_watch_reads_each_namespace_and_names_it():
     links = [(OWN, "wg0", 7), (TENANT, "wg0", 7)]  # what run_due collected, read at given times
 
     def poll(after, **counters):
-        sim.t += after
-        sim.wall += after
-        sim.tx += counters.get("tx", 0)
-        sim.rx += counters.get("rx", 0)
-        if counters.get("handshake"):
-            sim.hs = sim.wall - 1
+        sim.advance(after, **counters)
         return watch.poll(links, sim.t, sim.wall)
 
     poll(0)

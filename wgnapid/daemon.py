@@ -192,7 +192,9 @@ class Daemon:
                 self.log.warning("procevents", f"new NAPI threads are placed at the next resync or "
                                  f"state change, not at once: {self.steer.unavailable}")
         if self.steer is not None:
-            self.steer.sync(placement.targets(self.policy, self._links()))
+            links = self._links()
+            self.steer.set_links(links)
+            self.steer.sync(placement.targets(self.policy, links))
         path = self.policy.daemon.metrics_file
         if self.metrics is None or (path and self.metrics.path != path):
             from wgnapid.metrics import MetricsFile
@@ -411,10 +413,13 @@ class Daemon:
                 self._steer_gen = self.spaces.generation
                 changed = self.spaces.take_changed()
                 if changed is None:
-                    self.steer.set_targets(placement.targets(self.policy, self._links()))
+                    links = self._links()
+                    self.steer.set_links(links)
+                    self.steer.set_targets(placement.targets(self.policy, links))
                 else:  # O(changed links), not O(links)
                     now = [st for st in changed.values() if st is not None]
                     self.steer.update(changed, placement.targets(self.policy, now))
+                    self.steer.links_changed(changed)
                 self.steer.changed()
             self.steer.due()
             if self.steer.placer.generation != self._placement_gen:

@@ -321,6 +321,70 @@ class Target:
     netns: int = 0  # the namespace's nsfs inode: (netns, ifindex) is the link
 
 
+class Namesakes:
+    """The names of every link the daemon covers, in every namespace: which
+    links share a name with a target, and which names a cut thread name fits.
+
+    A NAPI thread is named after its link, ``napi/<dev>-<napi id>``, cut to 15
+    characters, and carries no namespace (every kthread is a child of
+    kthreadd, in the initial namespaces; KERNEL-FACTS.md, "NAPI kernel
+    threads"). So when ``wg0`` exists in two covered namespaces, or a cut
+    name fits another link's name, a thread cannot be told to be the
+    target's: it is not placed, and the link's placement says "ambiguous"
+    (NapiThreads.of). Links in namespaces the daemon does not cover are
+    not known here at all (README, "Network namespaces").
+    """
+
+    def __init__(self) -> None:
+        self._name: dict[tuple[int, int], str] = {}  # (netns, ifindex) -> name
+        self._keys: dict[str, set[tuple[int, int]]] = {}  # name -> the links called so
+        self.known = KnownNames()  # every name, for cut thread names
+        self.filled = False  # reset() was called: without it only targets are known
+
+    def reset(self, links) -> None:
+        """Every covered link (LinkState: netns, ifindex, name) at once."""
+        self._name, self._keys, self.known = {}, {}, KnownNames()
+        for st in links:
+            self._add((st.netns, st.ifindex), st.name)
+        self.filled = True
+
+    def apply(self, changed) -> set[str]:
+        """Follow changed links: ``changed`` {(netns, ifindex): LinkState, or
+        None when gone}. Returns the names whose set of links changed."""
+        names: set[str] = set()
+        for key, st in changed.items():
+            old = self._name.get(key)
+            new = None if st is None else st.name
+            if old == new:
+                continue
+            if old is not None:
+                self._remove(key, old)
+                names.add(old)
+            if new is not None:
+                self._add(key, new)
+                names.add(new)
+        return names
+
+    def elsewhere(self, name: str, key: tuple[int, int]) -> int:
+        """How many other covered links are called ``name`` (names are unique
+        within a namespace: each is in another namespace)."""
+        keys = self._keys.get(name, ())
+        return len(keys) - (key in keys)
+
+    def _add(self, key: tuple[int, int], name: str) -> None:
+        self._name[key] = name
+        self._keys.setdefault(name, set()).add(key)
+        self.known.add(name)
+
+    def _remove(self, key: tuple[int, int], name: str) -> None:
+        del self._name[key]
+        keys = self._keys[name]
+        keys.discard(key)
+        if not keys:
+            del self._keys[name]
+            self.known.discard(name)
+
+
 class Steering:
     """Keeps every matched link's NAPI threads placed as its rule says.
 
@@ -329,6 +393,9 @@ class Steering:
     process-events connector: new kthreads, placed at once), ``due()`` from
     its loop with ``next_due()`` in its timeout, and ``changed()`` when link
     states changed (only used without the connector). ``log``: wgnapid.log.Log.
+    Every covered link, target or not, is given with ``set_links()`` and
+    ``links_changed()`` (Namesakes): a target whose threads cannot be told
+    from another link's is never placed.
     """
 
     def __init__(self, log, kernel_version=None, *, connector: bool = True,
@@ -338,6 +405,7 @@ class Steering:
         self.targets: dict[str, Target] = {}
         self._keys: dict[tuple[int, int], str] = {}  # (netns, ifindex) -> name in targets
         self._known = KnownNames()  # the names in targets, for cut thread names
+        self.namesakes = Namesakes()
         self.clock = clock or time.monotonic
         self.scan = scan or NapiThreads
         # After a first scan, scans for news read only new PIDs (NapiThreads(previous=)).
@@ -364,6 +432,27 @@ class Steering:
         if self.events is not None:
             self.events.close()
             self.events = None
+
+    def set_links(self, links) -> None:
+        """Every covered link (LinkStates) at once; see Namesakes."""
+        self.namesakes.reset(links)
+        self._dirty.update(self.targets)
+
+    def links_changed(self, changed) -> None:
+        """Links changed ({(netns, ifindex): LinkState or None}): targets that
+        gained or lost a namesake are looked at again, soon."""
+        touched = {n for n in self.namesakes.apply(changed) if n in self.targets}
+        if touched:
+            self._dirty |= touched
+            if self._scan_at is None:
+                self._scan_at = self.clock() + SCAN_AFTER_EVENT
+
+    def _elsewhere(self, t: Target) -> int:
+        return self.namesakes.elsewhere(t.name, (t.netns, t.ifindex))
+
+    def _names(self) -> KnownNames:
+        """The names a cut thread name is checked against: every covered link's."""
+        return self.namesakes.known if self.namesakes.filled else self._known
 
     def set_targets(self, targets: list[Target]) -> None:
         """Every target at once (start-up, reload, a namespace entered or left)."""
@@ -415,8 +504,9 @@ class Steering:
             self._snapshot, self._placed, self._dirty = None, {}, set()
             return
         snapshot = self._snapshot = self.scan()
+        names = self._names()
         for t in self.targets.values():
-            lt = snapshot.of(t.name, self._known)
+            lt = snapshot.of(t.name, names, self._elsewhere(t))
             self.placer.place(t.name, t.ifindex, t.rule, t.want, lt.threads, lt.ambiguous)
         self._placed, self._dirty = dict(self.targets), set()
 
@@ -440,9 +530,10 @@ class Steering:
                 touched.update(known.fitting(t.name))
             elif (name := owner(t.name)) in self.targets:
                 touched.add(name)
+        names = self._names()
         for name in touched:
             t = self.targets[name]
-            lt = snapshot.of(name, known)
+            lt = snapshot.of(name, names, self._elsewhere(t))
             self.placer.place(name, t.ifindex, t.rule, t.want, snapshot.refreshed(lt.threads), lt.ambiguous)
             self._placed[name] = t
 
@@ -490,6 +581,8 @@ class Steering:
         if len(owners) != 1:
             return  # not ours, or a cut name that fits several: the scan says so
         tg = owners[0]
+        if self._elsewhere(tg) or (t.cut and len(self._names().fitting(t.name)) > 1):
+            return  # another covered link's thread may be named so: the scan says so
         try:
             if apply(t, tg.want):
                 self.placer.placed_early(tg.name, t.pid)

@@ -462,3 +462,61 @@ def test_connector_path_places_a_cut_name_only_when_one_target_fits(monkeypatch)
     c.calls.clear()
     s._look(42, 0, clock.t)
     assert c.calls == []
+
+
+# -- links named alike in other namespaces -----------------------------------------------
+
+
+def _st(netns: int, ifindex: int, name: str):
+    from wgnapid.reconciler import LinkState
+
+    return LinkState(netns, ifindex, name, "wireguard")
+
+
+def test_a_target_named_like_a_link_of_another_namespace_is_not_placed(monkeypatch):
+    """wg0 in netns 1 wants CPU 1; netns 2 has a wg0 too (no placing rule).
+    napi/wg0-* names both links' threads: none is placed, by the scan or at
+    once by the connector path, and the status says why. When netns 2's wg0
+    goes, netns 1's is placed at the next scan."""
+    c = Calls(monkeypatch)
+    clock = Clock(100.0)
+    threads = [thread(10, "napi/wg0-0"), thread(11, "napi/wg0-1")]
+    monkeypatch.setattr(placement, "read_fork", lambda pid, **kw: (thread(pid, "napi/wg0-2"), False))
+    s = Steering(RecordingLog(), connector=False, scan=lambda: NapiThreads(list(threads)), clock=clock)
+    want = Placement(frozenset({1}), None)
+    s.set_links([_st(1, 5, "wg0"), _st(2, 5, "wg0"), _st(2, 6, "wg1")])
+    s.sync([Target(5, "wg0", "r", want, netns=1)])
+    assert c.calls == []
+    status = s.status("wg0")
+    assert status["state"] == "ambiguous" and "1 other network namespace" in status["reason"]
+    s._look(12, 0, clock.t)  # a new napi/wg0-2: whose?
+    assert c.calls == []
+    s.links_changed({(2, 5): None})  # netns 2's wg0 is gone
+    assert s.next_due() is not None
+    clock.t = s.next_due()
+    s.due()
+    assert sorted(x[1] for x in c.calls) == [10, 11] and s.status("wg0")["state"] == "placed"
+    # It comes back (a container restarted): looked at again, and not placed.
+    c.calls.clear()
+    s.links_changed({(2, 9): _st(2, 9, "wg0")})
+    clock.t = s.next_due()
+    s.due()
+    assert s.status("wg0")["state"] == "ambiguous"
+    s._look(13, 0, clock.t)
+    assert c.calls == []
+
+
+def test_a_cut_thread_name_that_fits_a_link_that_is_no_target_is_not_placed(monkeypatch):
+    c = Calls(monkeypatch)
+    clock = Clock(100.0)
+    cut = thread(42, "napi/tenant-alp")
+    object.__setattr__(cut, "cut", True)  # a kernel before 5.17: comm cut to 15 characters
+    monkeypatch.setattr(placement, "read_fork", lambda pid, **kw: (cut, False))
+    s = Steering(RecordingLog(), connector=False, scan=lambda: NapiThreads([cut]), clock=clock)
+    want = Placement(frozenset({1}), None)
+    # tenant-alpha-1 is a target; tenant-alpha-2 (another namespace, no placing rule) is not.
+    s.set_links([_st(1, 5, "tenant-alpha-1"), _st(2, 5, "tenant-alpha-2")])
+    s.sync([Target(5, "tenant-alpha-1", "r", want, netns=1)])
+    s._look(42, 0, clock.t)
+    assert c.calls == [] and s.status("tenant-alpha-1")["state"] == "ambiguous"
+    assert "tenant-alpha-2" in s.status("tenant-alpha-1")["reason"]

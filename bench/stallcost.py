@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     out: dict = {"peers": peers, "python": sys.version.split()[0]}
     rss0 = vmrss_kib()
     import pyroute2
-    from pyroute2 import WireGuard  # noqa: F401  (what the daemon imports)
+    import pyroute2.netlink  # noqa: F401  (what the daemon imports: WireGuardReader._import)
     from pyroute2.netlink.generic.wireguard import wgmsg
 
     rss1 = vmrss_kib()

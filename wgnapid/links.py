@@ -346,8 +346,11 @@ class WireGuardGenl:
     wgnapid.stallwatch.WireGuardReader imports them on a thread first).
     Raises OSError for every failure: ENOENT when there is no wireguard
     family (module not loaded), ENODEV when there is no such link,
-    EOPNOTSUPP when it is not WireGuard, timeouts after 5 s.
+    EOPNOTSUPP when it is not WireGuard, EINTR when the peer list kept
+    changing during DUMP_ATTEMPTS dumps, timeouts after 5 s.
     """
+
+    DUMP_ATTEMPTS = 5
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
@@ -360,7 +363,17 @@ class WireGuardGenl:
         self.sock.close()
 
     def _request(self, msg, msg_type: int, flags: int) -> list[bytes]:
-        """Send ``msg`` (a pyroute2 genlmsg); the raw replies of type ``msg_type``."""
+        """Send ``msg`` (a pyroute2 genlmsg); the raw replies of type ``msg_type``.
+        A dump the kernel marked NLM_F_DUMP_INTR (the device changed meanwhile:
+        wg_get_device_dump ends it early, genl_dump_check_consistent) is asked
+        again, up to DUMP_ATTEMPTS times."""
+        for _ in range(self.DUMP_ATTEMPTS):
+            out, interrupted = self._request_once(msg, msg_type, flags)
+            if not interrupted:
+                return out
+        raise OSError(errno.EINTR, "the peer list changed during every dump")
+
+    def _request_once(self, msg, msg_type: int, flags: int) -> tuple[list[bytes], bool]:
         self._seq += 1
         seq = self._seq
         msg["header"]["type"] = msg_type
@@ -369,6 +382,7 @@ class WireGuardGenl:
         msg.encode()
         self.sock.send(msg.data)
         out: list[bytes] = []
+        interrupted = False
         while True:
             buf = self.sock.recv(_RECV_SIZE)
             off = 0
@@ -376,21 +390,24 @@ class WireGuardGenl:
                 length, mtype, mflags, mseq, _pid = _NLMSGHDR.unpack_from(buf, off)
                 if length < _NLMSGHDR.size or off + length > len(buf):
                     break
-                if mseq == seq:
+                if mseq == seq:  # else a reply to an earlier request, left after an error
+                    interrupted |= bool(mflags & NLM_F_DUMP_INTR)
                     if mtype in (NLMSG_ERROR, NLMSG_DONE):
                         err = (struct.unpack_from("=i", buf, off + _NLMSGHDR.size)[0]
                                if length >= _NLMSGHDR.size + 4 else 0)
                         if err < 0:
                             raise OSError(-err, os.strerror(-err))
-                        return out
+                        return out, interrupted
                     if mtype == msg_type:
                         out.append(buf[off:off + length])
                         if not mflags & NLM_F_MULTI:
-                            return out  # a single reply, no NLMSG_DONE
+                            return out, interrupted  # a single reply, no NLMSG_DONE
                 off += (length + 3) & ~3
 
     def family(self) -> int:
-        """The wireguard family's id, asked once (family ids are global)."""
+        """The wireguard family's id (ids are global, not per namespace), asked
+        once and again after ENOENT: reloading the module gives the family a
+        new id (allocated cyclically, net/netlink/genetlink.c)."""
         if self._family is None:
             self._family = self.family_id("wireguard")
         return self._family
@@ -423,8 +440,15 @@ class WireGuardGenl:
         msg["version"] = 1
         msg["attrs"] = ([["WGDEVICE_A_IFINDEX", ifindex]] if ifindex is not None
                         else [["WGDEVICE_A_IFNAME", ifname]])
+        try:
+            raws = self._request(msg, self.family(), NLM_F_REQUEST | NLM_F_DUMP)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or self._family is None:
+                raise
+            self._family = None  # the module was reloaded: its family has a new id
+            raws = self._request(msg, self.family(), NLM_F_REQUEST | NLM_F_DUMP)
         replies = []
-        for raw in self._request(msg, self.family(), NLM_F_REQUEST | NLM_F_DUMP):
+        for raw in raws:
             reply = wgmsg(raw)
             reply.decode()
             replies.append(reply)

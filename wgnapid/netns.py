@@ -68,6 +68,11 @@ class NsId:
         return cls(st.st_dev, st.st_ino)
 
 
+# Errors of a WireGuard request that say nothing against its socket (no such
+# link, not WireGuard, no wireguard module, the peer list kept changing).
+KEEP_WIREGUARD_ON = (errno.ENODEV, errno.EOPNOTSUPP, errno.ENOENT, errno.EINTR)
+
+
 class NetNamespace:
     """A network namespace as wgnapid sees it.
 
@@ -191,7 +196,7 @@ class NetNamespace:
         Raises OSError (EBADF) once an entered namespace is closed: never runs
         fn in the daemon's own namespace in its place."""
         if self.nsfd is None:
-            if self._entered:
+            if self.released:
                 raise OSError(errno.EBADF, f"netns {self.name} {self.id.ino} was released")
             return fn()
         from wgnapid import nsenter
@@ -210,6 +215,11 @@ class NetNamespace:
             self._wireguard = self.in_namespace(WireGuardGenl)
         return self._wireguard
 
+    @property
+    def released(self) -> bool:
+        """An entered namespace that was closed (its fds are gone)."""
+        return self._entered and self.nsfd is None
+
     def drop_wireguard(self) -> None:
         """Close the WireGuard requester (after an error; the next use makes a new one)."""
         if self._wireguard is not None:
@@ -221,11 +231,11 @@ class NetNamespace:
         through wireguard()), None when they cannot be asked."""
         try:
             return self.wireguard().peer_count(name)
-        except ImportError:
-            return None  # pyroute2 is missing: the caller cannot tell "no peers"
         except OSError as exc:
-            if exc.errno not in (errno.ENODEV, errno.EOPNOTSUPP, errno.ENOENT):
+            if exc.errno not in KEEP_WIREGUARD_ON:
                 self.drop_wireguard()  # the socket itself may be at fault: a new one next time
+            return None
+        except Exception:  # noqa: BLE001 - pyroute2 missing, a reply it cannot decode
             return None
 
     def __repr__(self) -> str:

@@ -40,12 +40,13 @@ metrics. A link is (netns, ifindex) here as everywhere in wgnapid.
 
 from __future__ import annotations
 
-import errno
 import syslog
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from wgnapid.netns import KEEP_WIREGUARD_ON
 
 # WireGuard's message sizes as rx_bytes counts them (bytes); see the module docstring.
 HANDSHAKE_INITIATION = 148
@@ -334,6 +335,7 @@ def samples_from_messages(messages, ifname: str, ifindex: int, netns: int = 0,
         got = msg.get_attr("WGDEVICE_A_IFINDEX")
         if got is not None and got != ifindex:
             raise LookupError(f"{ifname} is now ifindex {got}, not {ifindex}")
+        ifname = msg.get_attr("WGDEVICE_A_IFNAME") or ifname  # the name now (renamed meanwhile)
         for peer in msg.get_attr("WGDEVICE_A_PEERS") or ():
             rx = peer.get_attr("WGPEER_A_RX_BYTES")
             if rx is None:
@@ -365,8 +367,9 @@ class WireGuardReader:
     handling link events meanwhile. `read(ns, ifname, ifindex)` returns the
     link's peers, or raises OSError (link gone: ENODEV; not WireGuard:
     EOPNOTSUPP; no wireguard family: ENOENT; pyroute2 missing; the namespace
-    cannot be entered). After an error other than those three the
-    namespace's socket is closed and made again at the next read.
+    cannot be entered). After an error other than those
+    (wgnapid.netns.KEEP_WIREGUARD_ON) the namespace's socket is closed and
+    made again at the next read.
     """
 
     def __init__(self) -> None:
@@ -403,7 +406,7 @@ class WireGuardReader:
         try:
             replies = ns.wireguard().device(ifindex)
         except OSError as exc:
-            if exc.errno not in (errno.ENODEV, errno.EOPNOTSUPP, errno.ENOENT):
+            if exc.errno not in KEEP_WIREGUARD_ON:
                 ns.drop_wireguard()
             raise
         except Exception as exc:  # a reply pyroute2 cannot decode
@@ -501,7 +504,9 @@ class StallWatch:
         return changes
 
     def _start(self, links: list[tuple[object, str, int]], now: float) -> list[Change]:
-        changes = self.detector.retain([(ns.id.ino, i) for ns, _, i in links])
+        keys = {(ns.id.ino, i) for ns, _, i in links}
+        changes = self.detector.retain(keys)
+        self.read_errors = {k: v for k, v in self.read_errors.items() if k in keys}
         self._watching = bool(links)
         if self.next_due is None or now >= self.next_due:
             self._queue = links
@@ -520,6 +525,8 @@ class StallWatch:
         while self._queue and (stop is None or not did_one or time.monotonic() < stop):
             did_one = True
             ns, name, ifindex = self._queue.pop()
+            if getattr(ns, "released", False):
+                continue  # released since the read began: its peers go at the next read
             link = (ns.id.ino, ifindex)
             try:
                 samples = self.reader.read(ns, name, ifindex)

@@ -495,10 +495,12 @@ def test_watch_reads_each_namespace_and_names_it():
               (TENANT, [LinkState(TENANT.id.ino, 7, "wg0", "wireguard", netns_name="tenant-a", current=1)])]
     seen = []
 
+    own = Sim(ns=OWN)  # the same ifindex and peer key in the daemon's namespace, healthy
+
     class Reader(FakeReader):
         def read(self, ns, ifname, ifindex):
             seen.append((ns.name, ifindex))
-            return [sim.sample()] if ns is TENANT else []
+            return [(sim if ns is TENANT else own).sample()]
 
     watch.reader = Reader()
     watch.run_due(spaces, 1000.0)  # the first read: every namespace's threaded WireGuard links
@@ -507,6 +509,7 @@ def test_watch_reads_each_namespace_and_names_it():
 
     def poll(after, **counters):
         sim.advance(after, **counters)
+        own.advance(after, tx=counters.get("tx", 0), rx=BUSY_RX, handshake=True)
         return watch.poll(links, sim.t, sim.wall)
 
     poll(0)

@@ -337,7 +337,7 @@ class WireGuardGenl:
     socket that asks (``sock_net(skb->sk)`` in lookup_interface,
     drivers/net/wireguard/netlink.c), so a socket serves its namespace only.
 
-    Not a pyroute2 socket object: pyroute2 0.9's keep one socket per calling
+    Not a pyroute2 socket object: pyroute2 0.9's objects keep one socket per calling
     thread, and one used from another thread than the one that made it opens
     a new socket there, in that thread's namespace (docs/DESIGN.md, "Stall
     watch"): asked from the daemon's loop, it would answer for the daemon's

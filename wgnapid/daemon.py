@@ -414,8 +414,8 @@ class Daemon:
                 changed = self.spaces.take_changed()
                 if changed is None:
                     links = self._links()
-                    self.steer.set_links(links)
                     self.steer.set_targets(placement.targets(self.policy, links))
+                    self.steer.set_links(links)
                 else:  # O(changed links), not O(links)
                     now = [st for st in changed.values() if st is not None]
                     self.steer.update(changed, placement.targets(self.policy, now))

@@ -341,12 +341,15 @@ class Namesakes:
         self.known = KnownNames()  # every name, for cut thread names
         self.filled = False  # reset() was called: without it only targets are known
 
-    def reset(self, links) -> None:
-        """Every covered link (LinkState: netns, ifindex, name) at once."""
+    def reset(self, links) -> set[str]:
+        """Every covered link (LinkState: netns, ifindex, name) at once.
+        Returns the names whose set of links changed."""
+        old = self._keys
         self._name, self._keys, self.known = {}, {}, KnownNames()
         for st in links:
             self._add((st.netns, st.ifindex), st.name)
         self.filled = True
+        return {n for n in old.keys() | self._keys.keys() if old.get(n) != self._keys.get(n)}
 
     def apply(self, changed) -> set[str]:
         """Follow changed links: ``changed`` {(netns, ifindex): LinkState, or
@@ -434,14 +437,17 @@ class Steering:
             self.events = None
 
     def set_links(self, links) -> None:
-        """Every covered link (LinkStates) at once; see Namesakes."""
-        self.namesakes.reset(links)
-        self._dirty.update(self.targets)
+        """Every covered link (LinkStates) at once, after the targets; see
+        Namesakes and links_changed."""
+        self._namesakes_changed(self.namesakes.reset(links))
 
     def links_changed(self, changed) -> None:
         """Links changed ({(netns, ifindex): LinkState or None}): targets that
         gained or lost a namesake are looked at again, soon."""
-        touched = {n for n in self.namesakes.apply(changed) if n in self.targets}
+        self._namesakes_changed(self.namesakes.apply(changed))
+
+    def _namesakes_changed(self, names: set[str]) -> None:
+        touched = {n for n in names if n in self.targets}
         if touched:
             self._dirty |= touched
             if self._scan_at is None:

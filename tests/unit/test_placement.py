@@ -520,3 +520,23 @@ def test_a_cut_thread_name_that_fits_a_link_that_is_no_target_is_not_placed(monk
     s._look(42, 0, clock.t)
     assert c.calls == [] and s.status("tenant-alpha-1")["state"] == "ambiguous"
     assert "tenant-alpha-2" in s.status("tenant-alpha-1")["reason"]
+
+
+def test_a_namesake_in_a_namespace_just_entered_is_seen_before_the_resync(monkeypatch):
+    """A namespace entered or released re-lists every link (set_targets, then
+    set_links): a placed target that now has a namesake is looked at again at
+    once, not at the next resync."""
+    Calls(monkeypatch)
+    clock = Clock(100.0)
+    threads = [thread(10, "napi/wg0-0")]
+    s = Steering(RecordingLog(), connector=False, scan=lambda: NapiThreads(list(threads)), clock=clock)
+    targets = [Target(5, "wg0", "r", Placement(frozenset({1}), None), netns=1)]
+    s.set_links([_st(1, 5, "wg0")])
+    s.sync(targets)
+    assert s.status("wg0")["state"] == "placed"
+    s.set_targets(targets)  # unchanged
+    s.set_links([_st(1, 5, "wg0"), _st(3, 5, "wg0")])  # netns 3 entered, with a wg0
+    assert s.next_due() is not None
+    clock.t = s.next_due()
+    s.due()
+    assert s.status("wg0")["state"] == "ambiguous"

@@ -525,7 +525,7 @@ class StallWatch:
         while self._queue and (stop is None or not did_one or time.monotonic() < stop):
             did_one = True
             ns, name, ifindex = self._queue.pop()
-            if getattr(ns, "released", False):
+            if ns.released:
                 continue  # released since the read began: its peers go at the next read
             link = (ns.id.ino, ifindex)
             try:

@@ -25,8 +25,8 @@ KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER = base64.b64encode(bytes(range(1, 33))).decode()
 W = 30.0  # the default window
 # Network namespaces as the watch sees them (NetNamespace: id.ino, name).
-OWN = SimpleNamespace(id=SimpleNamespace(ino=4026531840), name="self")
-TENANT = SimpleNamespace(id=SimpleNamespace(ino=4026532999), name="tenant-a")
+OWN = SimpleNamespace(id=SimpleNamespace(ino=4026531840), name="self", released=False)
+TENANT = SimpleNamespace(id=SimpleNamespace(ino=4026532999), name="tenant-a", released=False)
 BUSY_TX = 150 * 128  # ping -i 0.2 for 30 s
 BUSY_RX = 150 * 128
 

@@ -142,7 +142,8 @@ class _Peer:
     at: float  # monotonic time of the last read
     # the suspicion (None: none running)
     since: float | None = None  # start of the first suspect window
-    raised: float = 0.0  # the read that raised it; confirmed CONFIRM_AFTER later
+    raised: float = 0.0  # the sample that raised it; confirmed CONFIRM_AFTER later
+    raised_in: float = 0.0  # start of the read that sample was part of
     run_tx: int = 0
     run_rx: int = 0
     handshake_at_start: float = 0.0
@@ -198,23 +199,27 @@ class Detector:
         self._suspects: set[tuple[int, int, str]] = set()  # suspicions not yet confirmed
 
     def observe(self, samples: Iterable[PeerSample], links: Iterable[tuple[int, int]],
-                now: float, wall: float) -> list[Change]:
+                now: float, wall: float, read: float | None = None) -> list[Change]:
         """Judge one read of the links ``links`` ((netns, ifindex); each read whole).
 
         ``samples``: every peer of those links now; peers of those links that
-        are missing were removed. ``now``: monotonic seconds of the read;
-        ``wall``: time.time() of the read (handshake times are wall-clock).
+        are missing were removed. ``now``: monotonic seconds of the samples;
+        ``wall``: time.time() of them (handshake times are wall-clock).
+        ``read``: monotonic start of the read of all links these samples are
+        part of (default ``now``): suspicions raised in one read are confirmed
+        by one read (`confirm_due`), however long the read took.
         Returns the changes, at most one per peer.
         """
-        read = set(links)
+        links = set(links)
+        began = now if read is None else read
         changes: list[Change] = []
         seen: set[tuple[int, int, str]] = set()
         for s in samples:
             seen.add(s.key)
-            change = self._one(s, now, wall)
+            change = self._one(s, now, wall, began)
             if change:
                 changes.append(change)
-        for link in read:
+        for link in links:
             for key in self._links.get(link, set()) - seen:
                 changes += self._drop(key, "peer removed")
         return changes
@@ -238,9 +243,16 @@ class Detector:
                 for key, p in sorted(self._peers.items()) if p.stalled]
 
     def confirm_due(self) -> float | None:
-        """Monotonic time at which a running suspicion can be confirmed, or None."""
-        due = [self._peers[k].raised + CONFIRM_AFTER for k in self._suspects]
-        return min(due) if due else None
+        """Monotonic time at which the suspicions raised by one read can all be
+        confirmed (its last one's sample + CONFIRM_AFTER; the earliest such read
+        first), or None. A read spreads over time (loop turns, TCG): a
+        confirming read due at its first suspicion's time would come too early
+        for the later ones, and each would need a read of its own."""
+        last: dict[float, float] = {}  # read start -> its last suspicion's sample
+        for k in self._suspects:
+            p = self._peers[k]
+            last[p.raised_in] = max(last.get(p.raised_in, p.raised), p.raised)
+        return min(last.values()) + CONFIRM_AFTER if last else None
 
     def suspects(self) -> set[tuple[int, int]]:
         """Links ((netns, ifindex)) with a suspicion waiting for its confirming read."""
@@ -266,7 +278,7 @@ class Detector:
         return [Change("forgotten", p.ifname, ifindex, public_key, p.figures, reason, netns,
                        p.netns_name)]
 
-    def _one(self, s: PeerSample, now: float, wall: float) -> Change | None:
+    def _one(self, s: PeerSample, now: float, wall: float, began: float) -> Change | None:
         p = self._peers.get(s.key)
         if p is None:
             self._add(s, now)
@@ -291,7 +303,7 @@ class Detector:
             p.since, p.stalled, p.figures = None, False, None
         elif p.since is None:
             if current and sent_data(dtx, seconds, s.keepalive_interval):
-                p.since, p.raised = p.at, now
+                p.since, p.raised, p.raised_in = p.at, now, began
                 p.run_tx, p.run_rx, p.handshake_at_start = dtx, drx, p.handshake
         else:
             p.run_tx += dtx
@@ -439,6 +451,7 @@ class StallWatch:
         self._watching = True  # the last read had links to read
         self._queue: list[tuple[object, str, int]] = []  # (ns, name, ifindex) of the read under way, last first
         self.read_errors: dict[tuple[int, int], str] = {}  # (netns, ifindex) -> last error, logged once
+        self.clock = _clock  # () -> (monotonic, wall-clock) seconds of a sample
 
     def set_window(self, window: float, now: float) -> None:
         if window != self.window:
@@ -538,8 +551,8 @@ class StallWatch:
                                    interface=name, ifindex=ifindex, **_ns_fields(link[0], ns.name))
                 continue
             self.read_errors.pop(link, None)
-            now, wall = at or (time.monotonic(), time.time())
-            changes += self.detector.observe(samples, [link], now, wall)
+            now, wall = at or self.clock()
+            changes += self.detector.observe(samples, [link], now, wall, self._last_poll)
         return changes
 
     def stalled(self) -> list[tuple[str, int, int, str]]:
@@ -584,6 +597,10 @@ class StallWatch:
                     "peer-stall-forgotten", syslog.LOG_NOTICE,
                     f"{c.ifname}: peer {c.public_key} no longer judged stalled: {c.reason}{where}",
                     **fields)
+
+
+def _clock() -> tuple[float, float]:
+    return time.monotonic(), time.time()
 
 
 def _where(netns: int, name: str) -> str:

@@ -545,3 +545,58 @@ def test_a_released_namespace_is_never_read_in_the_daemons_own(tmp_path):
     assert made == [] and "released" in str(exc.value)
     with pytest.raises(OSError):
         ns.wireguard()
+
+
+def test_suspicions_raised_in_one_read_are_confirmed_by_one_read():
+    """A read spreads over time (loop turns; 0.3 s a link under TCG): two
+    suspicions raised 1.2 s apart in one read are confirmed together by the one
+    confirming read, each sample CONFIRM_AFTER or more after the one that
+    raised it. (Due at the first one's time, the confirming read came too early
+    for the second, which took another read: the guest's "flagged at the 4th
+    read".)"""
+    from wgnapid.reconciler import LinkState
+
+    clock = [1000.0]
+    counters = {i: [0, 0, 0.0] for i in range(10, 15)}  # ifindex -> [tx, rx, last handshake]
+    samples_at: dict[int, float] = {}
+
+    class Reader(FakeReader):
+        def read(self, ns, ifname, ifindex):
+            clock[0] += 0.3
+            samples_at[ifindex] = clock[0]
+            tx, rx, hs = counters[ifindex]
+            return [PeerSample(ifname, ifindex, KEY, rx, tx, hs, 0, ns.id.ino, ns.name)]
+
+    log = RecordingLog()
+    watch = StallWatch(log, W, Reader())
+    watch.clock = lambda: (clock[0], 1.7e9 + clock[0])
+    states = [LinkState(0, i, f"wg{i}", "wireguard", current=1) for i in counters]
+
+    def window(stalled: set[int], after: float) -> None:
+        clock[0] += after
+        for i, c in counters.items():
+            c[0] += BUSY_TX
+            c[1] += 92 if i in stalled else BUSY_RX
+            c[2] = 1.7e9 + clock[0] - 1  # a handshake (current, and the peer is alive)
+
+    def read_when_due() -> None:
+        clock[0] = max(clock[0], watch.due(clock[0]))
+        assert watch.run_due([(OWN, states)], clock[0], budget=60) is True
+
+    read_when_due()  # the baseline
+    window(set(), W)
+    read_when_due()  # healthy
+    window({10, 14}, W - 1.5)
+    read_when_due()  # raises both suspicions, 1.2 s apart
+    assert watch.detector.suspects() == {(OWN.id.ino, 10), (OWN.id.ino, 14)}
+    assert watch.due(clock[0]) == pytest.approx(samples_at[14] + CONFIRM_AFTER)
+    raised = dict(samples_at)
+    reads = watch.reads
+    for i in (10, 14):
+        counters[i][0] += 500  # we sent more; nothing but the handshake came back
+    read_when_due()
+    assert watch.reads == reads + 1
+    assert sorted(s[2] for s in watch.stalled()) == [10, 14]
+    assert all(samples_at[i] - raised[i] >= CONFIRM_AFTER for i in (10, 14))
+    assert log.kinds() == ["peer-stalled", "peer-stalled"]
+

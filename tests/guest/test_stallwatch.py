@@ -392,22 +392,32 @@ def test_w02_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
     # five links, it can still be under way when the drop comes).
     ended = status()["stall_reads"]
     wait_until("a stall read to end", lambda: status()["stall_reads"] > ended, 120, interval=0.1)
-    since_us = int(time.time() * 1e6)
     reads_before = status()["stall_reads"]
+    since_us = int(time.time() * 1e6)
     drop_data(stall, tenant)
-    dropped = time.monotonic()
     wait_until(f"{stall.name} and {tenant.name} flagged", lambda: flagged() == stalled, 300,
                interval=0.25)
-    latency = time.monotonic() - dropped
     reads = status()["stall_reads"] - reads_before
-    record_property("drop_to_flagged_s", round(latency, 1))
     record_property("drop_to_flagged_reads", reads)
-    print(f"stall flagged {latency:.1f} s and {reads} reads after the drop (window "
-          f"{STALL_WINDOW} s, confirming read {CONFIRM_AFTER:.0f} s later)")
-    # Within two windows, counted in reads rather than seconds (TCG on a loaded
-    # machine stretches time): the one the drop fell in, the next whole one,
-    # and the confirming read 12 s after it.
-    assert reads <= 3, f"flagged at the {reads}th read after the drop"
+    # When each was flagged, by its journal entry: the status file is written
+    # at most once a second, so when it first shows both it can count the next
+    # whole read already (due W - CONFIRM_AFTER = 1 s after the confirming one);
+    # its read count is no measure of when.
+    guestlib.journal_sync()
+    warnings = [e for e in daemon.journal(MESSAGE_ID=MESSAGE_IDS["peer-stalled"])
+                if int(e["__REALTIME_TIMESTAMP"]) >= since_us]
+    assert sorted(w["INTERFACE"] for w in warnings) == sorted(stalled), [e["MESSAGE"] for e in warnings]
+    latency = {w["INTERFACE"]: (int(w["__REALTIME_TIMESTAMP"]) - since_us) / 1e6 for w in warnings}
+    record_property("drop_to_flagged_s", round(max(latency.values()), 1))
+    print(f"stall flagged {latency[stall.name]:.1f} s ({stall.name}) and "
+          f"{latency[tenant.name]:.1f} s ({tenant.name}) after the drop, {reads} reads counted "
+          f"(window {STALL_WINDOW} s, confirming read {CONFIRM_AFTER:.0f} s later)")
+    # Within two windows and the confirming read: the window the drop fell in
+    # (a packet that came between a link's read and the drop makes it look
+    # healthy), the next whole one, and the confirming read 12 s after it
+    # (38 s here; 38.8-39.1 s measured). A third window would be 51 s.
+    bound = 2 * STALL_WINDOW + CONFIRM_AFTER + TCG_SLACK
+    assert max(latency.values()) <= bound, f"flagged later than {bound} s after the drop: {latency}"
     peers = {p["interface"]: p for p in status()["stalled_peers"]}
     own_ino = os.stat("/proc/self/ns/net").st_ino
     for t, ino, ns_name in ((stall, own_ino, "self"), (tenant, tenant_ino, TENANT)):
@@ -416,10 +426,6 @@ def test_w02_stall_watch_flags_only_the_stalled_peer(topo, daemons, stall_policy
             t.ifindex, t.pub_peer, ino, ns_name), peer
         assert peer["tx_bytes"] > 0 and handshake_bytes(peer["rx_bytes"]), peer
 
-    guestlib.journal_sync()
-    warnings = [e for e in daemon.journal(MESSAGE_ID=MESSAGE_IDS["peer-stalled"])
-                if int(e["__REALTIME_TIMESTAMP"]) >= since_us]
-    assert sorted(w["INTERFACE"] for w in warnings) == sorted(stalled), [e["MESSAGE"] for e in warnings]
     for w in warnings:
         t = stall if w["INTERFACE"] == stall.name else tenant
         assert (w["IFINDEX"], w["WGNAPID_PEER"]) == (str(t.ifindex), t.pub_peer)

@@ -429,17 +429,18 @@ class WireGuardGenl:
                 return found
         raise OSError(errno.ENOENT, f"no {name} generic-netlink family")
 
-    def device(self, ifindex: int | None = None, ifname: str | None = None) -> list:
-        """WG_CMD_GET_DEVICE of the link ``ifindex`` (or, where only a name is
-        known, ``ifname``) in this socket's namespace: its pyroute2 wgmsg
-        replies, decoded (a link with many peers takes several)."""
+    def device(self, ifindex: int) -> list:
+        """WG_CMD_GET_DEVICE of the link ``ifindex`` in this socket's namespace
+        (by ifindex, never by name: a name can pass to another link between
+        our read and the kernel's lookup): its pyroute2 wgmsg replies, decoded
+        (a link with many peers takes several). Raises OSError (ENODEV: no
+        such link; EOPNOTSUPP: not a WireGuard link)."""
         from pyroute2.netlink.generic.wireguard import WG_CMD_GET_DEVICE, wgmsg
 
         msg = wgmsg()
         msg["cmd"] = WG_CMD_GET_DEVICE
         msg["version"] = 1
-        msg["attrs"] = ([["WGDEVICE_A_IFINDEX", ifindex]] if ifindex is not None
-                        else [["WGDEVICE_A_IFNAME", ifname]])
+        msg["attrs"] = [["WGDEVICE_A_IFINDEX", ifindex]]
         try:
             raws = self._request(msg, self.family(), NLM_F_REQUEST | NLM_F_DUMP)
         except OSError as exc:
@@ -454,6 +455,6 @@ class WireGuardGenl:
             replies.append(reply)
         return replies
 
-    def peer_count(self, ifname: str) -> int:
-        """Peers of the WireGuard link called ``ifname``. Raises OSError."""
-        return sum(len(m.get_attr("WGDEVICE_A_PEERS") or ()) for m in self.device(ifname=ifname))
+    def peer_count(self, ifindex: int) -> int:
+        """Peers of the WireGuard link ``ifindex``. Raises OSError."""
+        return sum(len(m.get_attr("WGDEVICE_A_PEERS") or ()) for m in self.device(ifindex))

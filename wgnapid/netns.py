@@ -226,11 +226,11 @@ class NetNamespace:
             self._wireguard.close()
             self._wireguard = None
 
-    def peer_count(self, name: str) -> int | None:
-        """WireGuard peers of link ``name`` in this namespace (WG_CMD_GET_DEVICE
+    def peer_count(self, ifindex: int) -> int | None:
+        """WireGuard peers of link ``ifindex`` in this namespace (WG_CMD_GET_DEVICE
         through wireguard()), None when they cannot be asked."""
         try:
-            return self.wireguard().peer_count(name)
+            return self.wireguard().peer_count(ifindex)
         except OSError as exc:
             if exc.errno not in KEEP_WIREGUARD_ON:
                 self.drop_wireguard()  # the socket itself may be at fault: a new one next time

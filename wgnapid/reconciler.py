@@ -237,7 +237,7 @@ class Reconciler:
         dry_run: bool = False,
         one_shot: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        peer_count: Callable[[str], int | None] | None = None,
+        peer_count: Callable[[LinkState], int | None] | None = None,
         writers: "_Writers | None" = None,
         kept: KeptFds | None = None,
     ):
@@ -251,8 +251,9 @@ class Reconciler:
         # threaded in each run, so log only what the run changed or failed at.
         self.one_shot = one_shot
         self.clock = clock
-        # WireGuard peers are asked inside the link's namespace (ns.peer_count).
-        self.peer_count = peer_count or ns.peer_count
+        # WireGuard peers are asked inside the link's namespace, by ifindex
+        # (ns.peer_count); tests pass their own.
+        self.peer_count = peer_count or (lambda st: ns.peer_count(st.ifindex))
         # One reconciler per network namespace (each has its own sysfs view and
         # event sources): a link's identity is (netns, ifindex), with the
         # namespace held here and in every published record and journal entry.
@@ -544,7 +545,7 @@ class Reconciler:
         # Threaded while peerless and never written by us: only the kernel can
         # do that (6.16+ and the stable CVE window set it in wg_newlink), see
         # KERNEL-FACTS.md.
-        if self.peer_count(st.name) == 0:
+        if self.peer_count(st) == 0:
             self.native = True
             self._say_kernel_enabled(st, seen=True)
 

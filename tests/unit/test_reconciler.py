@@ -32,9 +32,9 @@ def make(attr, log, clock, *rules, verdict=SAFE, dry_run=False, one_shot=False, 
     pol = policy(*(rules or (rule("all", "on"),)), **daemon)
     peer_calls = []
 
-    def peer_count(name):
-        peer_calls.append(name)
-        return (peers or {}).get(name, 1)
+    def peer_count(st):
+        peer_calls.append(st.name)
+        return (peers or {}).get(st.name, 1)
 
     rec = Reconciler(pol, log, fake_ns(attr.fakesys, attr), verdict=verdict, dry_run=dry_run, one_shot=one_shot,
                      clock=clock, peer_count=peer_count)

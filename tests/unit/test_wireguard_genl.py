@@ -116,3 +116,17 @@ def test_a_reloaded_module_is_found_under_its_new_id():
     g.device(7)
     assert g._family == FAMILY + 1
     assert [HDR.unpack_from(d)[1] for d in g.sock.sent] == [FAMILY, 0x10, FAMILY + 1]
+
+
+def test_peers_are_counted_for_the_ifindex_never_a_name():
+    """The request names the link by ifindex only: WireGuard looks a name up
+    when the request arrives, and by then it may be another link's."""
+    from pyroute2.netlink.generic.wireguard import wgmsg
+
+    g = genl(lambda seq, n: [device_reply(seq) + message(NLMSG_DONE, seq)])
+    assert g.peer_count(7) == 0
+    (sent,) = g.sock.sent
+    request = wgmsg(sent)
+    request.decode()
+    assert request.get_attr("WGDEVICE_A_IFINDEX") == 7
+    assert request.get_attr("WGDEVICE_A_IFNAME") is None

@@ -101,7 +101,8 @@ class Daemon:
         # hard one first, then cap the kept files below it.
         raise_nofile()
         self.kept = KeptFds()
-        self.spaces = Spaces(policy, log, self.sel, self._reconciler, self.ns)
+        self.spaces = Spaces(policy, log, self.sel, self._reconciler, self.ns,
+                             on_release=lambda ns: self.stall.release(ns.id.ino))
         self.rec = self.spaces.own.rec  # the daemon's own namespace
         self.started = time.time()
         self._stop = ""  # the name of the signal that stops the loop

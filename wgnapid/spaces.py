@@ -50,14 +50,17 @@ class Spaces:
 
     ``sel``: the daemon's selector; event sources are registered with
     ``data=space`` and discovery's fds with ``data=self``, so the loop can tell
-    them apart without looking anything up."""
+    them apart without looking anything up. ``on_release``: called with each
+    released namespace's NetNamespace before it is closed (the stall watch
+    forgets its peers)."""
 
     def __init__(self, policy: config.Policy, log: Log, sel: selectors.BaseSelector,
-                 make_reconciler, self_ns: NetNamespace):
+                 make_reconciler, self_ns: NetNamespace, on_release=None):
         self.policy = policy
         self.log = log
         self.sel = sel
         self.make_reconciler = make_reconciler  # (NetNamespace) -> Reconciler
+        self.on_release = on_release  # (NetNamespace) -> None, before it is closed
         self.by_id: dict[NsId, Space] = {}
         # What the loop touched since the last settle(): only those are looked
         # at for news and retries, so a loop turn costs O(touched), not
@@ -191,6 +194,8 @@ class Spaces:
         self._touched.discard(space)
         self._waiting.discard(space)
         space.rec.forget()
+        if self.on_release is not None:
+            self.on_release(space.ns)
         space.ns.close()
         self.log.info("netns-released",
                       f"network namespace {space.ns.name} (netns {space.ns.id.ino}) {why}: released "

@@ -235,6 +235,10 @@ class Detector:
                 changes += self._drop(key, reason)
         return changes
 
+    def links(self) -> list[tuple[int, int]]:
+        """Links ((netns, ifindex)) with peers being judged."""
+        return list(self._links)
+
     def stalled(self) -> list[tuple[str, int, int, str, Figures, float, str]]:
         """Peers judged stalled now: (ifname, netns, ifindex, public key,
         figures, since as wall-clock seconds, netns name), sorted by netns,
@@ -554,6 +558,16 @@ class StallWatch:
             now, wall = at or self.clock()
             changes += self.detector.observe(samples, [link], now, wall, self._last_poll)
         return changes
+
+    def release(self, netns: int) -> None:
+        """The covered namespace with nsfs inode ``netns`` was released (gone, or
+        no rule covers it): its peers are no longer judged, at once rather than
+        at the next read (a notice for each one flagged stalled), and nothing
+        queued of it is read."""
+        keep = [link for link in self.detector.links() if link[0] != netns]
+        self._log(self.detector.retain(keep, "network namespace released"))
+        self._queue = [q for q in self._queue if q[0].id.ino != netns]
+        self.read_errors = {k: v for k, v in self.read_errors.items() if k[0] != netns}
 
     def stalled(self) -> list[tuple[str, int, int, str]]:
         """Stalled peers now: (ifname, netns inode, ifindex, public key in base64)."""

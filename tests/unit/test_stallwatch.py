@@ -600,3 +600,35 @@ def test_suspicions_raised_in_one_read_are_confirmed_by_one_read():
     assert all(samples_at[i] - raised[i] >= CONFIRM_AFTER for i in (10, 14))
     assert log.kinds() == ["peer-stalled", "peer-stalled"]
 
+
+def test_a_released_namespace_is_forgotten_at_once():
+    """A stalled tenant peer goes from the status (with a notice) when its
+    namespace is released, not at the next read; the daemon's own stays."""
+    from types import SimpleNamespace as NS
+
+    from wgnapid.netns import NsId
+    from wgnapid.spaces import Space, Spaces
+
+    log = RecordingLog()
+    watch = StallWatch(log, W, FakeReader())
+    own, tenant = Sim(watch.detector, KEY, ns=OWN), Sim(watch.detector, KEY, ns=TENANT)
+    for sim in (own, tenant):
+        sim.start_busy()
+        sim.read(tx=BUSY_TX, rx=92, handshake=True)
+        assert kinds(sim.read(after=CONFIRM_AFTER, tx=500)) == ["stalled"]
+    watch.read_errors[(TENANT.id.ino, 8)] = "No such device"
+    closed = []
+    tenant_ns = NS(id=NsId(4, TENANT.id.ino), name=TENANT.name,
+                   close=lambda: closed.append(watch.stalled()))
+    own_ns = NS(id=NsId(4, OWN.id.ino), name="self")
+    spaces = Spaces.__new__(Spaces)  # only release() and what it touches
+    rec = NS(links={7: None}, forget=lambda: None)
+    space = Space(tenant_ns, rec)
+    spaces.own, spaces.by_id, spaces.log = Space(own_ns, rec), {tenant_ns.id: space}, RecordingLog()
+    spaces._seen, spaces._touched, spaces._waiting, spaces._generation = {}, set(), set(), 0
+    spaces.on_release = lambda ns: watch.release(ns.id.ino)
+    spaces.release(space, "gone")
+    assert closed == [[("wg0", OWN.id.ino, 7, KEY)]]  # forgotten before the namespace was closed
+    assert log.kinds()[-1] == "peer-stall-forgotten"
+    assert "network namespace released" in log.events[-1][2] and TENANT.name in log.events[-1][2]
+    assert watch.read_errors == {}

@@ -360,13 +360,7 @@ class Daemon:
         from wgnapid.napithreads import NapiThreads
 
         started = time.thread_time()
-        snapshot = NapiThreads()
-        names = [st.name for st in self._links()]
-        known = snapshot.known(names)
-        threads = {}
-        for name in names:
-            lt = snapshot.of(name, known).threads
-            threads[name] = (len(lt), sum(t.cpu_seconds for t in lt))
+        threads = NapiThreads().per_link((st.netns, st.name) for st in self._links())
         doc = self.status_document()
         self.metrics.write(doc, threads, collect_cpu=time.thread_time() - started)
 

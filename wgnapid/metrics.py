@@ -43,8 +43,11 @@ def available() -> bool:
 def families(doc: dict, threads: dict[str, tuple[int, float]]) -> list:
     """The metric families for one daemon status document.
 
-    ``doc``: Daemon.status_document(); ``threads``: {interface: (NAPI thread
-    count, their CPU seconds)}.
+    ``doc``: Daemon.status_document(); ``threads``: {(netns inode,
+    interface): (NAPI thread count, their CPU seconds)}
+    (NapiThreads.per_link). A link missing from it has no NAPI-thread series:
+    its threads cannot be told from another link's, or are not visible here,
+    and a 0 would be false.
 
     Stalled peers: the hook is the document's ``stalled_peers`` list
     ([{interface, ifindex, ...}], issue 14's stall watch). Where the document
@@ -74,9 +77,10 @@ def families(doc: dict, threads: dict[str, tuple[int, float]]) -> list:
             wanted.add_metric(labels, 1 if link["wanted"] == "on" else 0)
         if link.get("current") is not None:
             current.add_metric(labels, link["current"])
-        n, seconds = threads.get(link["name"], (0, 0.0))
-        nthreads.add_metric(labels, n)
-        cpu.add_metric(labels, seconds)
+        figures = threads.get((link.get("netns", doc.get("netns")), link["name"]))
+        if figures is not None:
+            nthreads.add_metric(labels, figures[0])
+            cpu.add_metric(labels, figures[1])
     counts = g("wgnapid_links", "Links by state.", labels=["namespace", "state"])
     for st, n in sorted(doc.get("summary", {}).items()):
         counts.add_metric([ns, st], n)
@@ -155,7 +159,8 @@ class MetricsFile:
             return 0.0
         return self.written_at + max(MIN_INTERVAL, self.cost / MAX_CPU_SHARE)
 
-    def write(self, doc: dict, threads: dict[str, tuple[int, float]], *, collect_cpu: float = 0.0) -> bool:
+    def write(self, doc: dict, threads: dict[tuple[int, str], tuple[int, float]], *,
+              collect_cpu: float = 0.0) -> bool:
         """Write now (the caller checked next_due). True when the file was replaced.
         ``collect_cpu``: CPU seconds the caller spent collecting ``doc`` and
         ``threads``, counted with the write's own in the spacing of writes."""
@@ -169,7 +174,7 @@ class MetricsFile:
         finally:
             self.cost = collect_cpu + time.thread_time() - started
 
-    def _write(self, doc: dict, threads: dict[str, tuple[int, float]]) -> bool:
+    def _write(self, doc: dict, threads: dict[tuple[int, str], tuple[int, float]]) -> bool:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Doc(families(doc, threads)))
         # The service's UMask=0077 would leave the file unreadable for node_exporter.

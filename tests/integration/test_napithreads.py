@@ -323,7 +323,7 @@ def test_metrics_file_is_never_seen_half_written(tmp_path):
     try:
         for i in range(300):
             doc["stats"] = {"writes": i}
-            assert mf.write(doc, {f"wg{j}": (1, i / 10) for j in range(300)})
+            assert mf.write(doc, {(1, f"wg{j}"): (1, i / 10) for j in range(300)})
     finally:
         done.set()
         t.join()

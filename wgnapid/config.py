@@ -61,7 +61,8 @@ class DaemonConfig(_Strict):
             "notice a peer whose receive side has stopped (CVE-2026-52945): one warning per "
             "stalled peer, one notice when it recovers, stalled peers in `wgnapid status` and "
             "`wgnapid doctor`. A suspicion is confirmed by one more read 12 s later, so a "
-            "stall shows within two windows + 12 s. Default 30; 0 turns the watch off."),
+            "stall shows within two windows + 12 s (and the time a read takes). Default 30; 0 "
+            "turns the watch off."),
     )
 
     namespaces: Literal["self", "all"] = Field(

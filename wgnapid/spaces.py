@@ -194,9 +194,11 @@ class Spaces:
         self._touched.discard(space)
         self._waiting.discard(space)
         space.rec.forget()
-        if self.on_release is not None:
-            self.on_release(space.ns)
-        space.ns.close()
+        try:
+            if self.on_release is not None:
+                self.on_release(space.ns)
+        finally:
+            space.ns.close()  # its fds, whatever the hook did
         self.log.info("netns-released",
                       f"network namespace {space.ns.name} (netns {space.ns.id.ino}) {why}: released "
                       f"({covered} links were covered)",

@@ -246,17 +246,20 @@ class Detector:
         return [(p.ifname, *key, p.figures, p.stalled_wall, p.netns_name)
                 for key, p in sorted(self._peers.items()) if p.stalled]
 
-    def confirm_due(self) -> float | None:
+    def confirm_due(self, after: float = float("-inf")) -> float | None:
         """Monotonic time at which the suspicions raised by one read can all be
-        confirmed (its last one's sample + CONFIRM_AFTER; the earliest such read
-        first), or None. A read spreads over time (loop turns, TCG): a
-        confirming read due at its first suspicion's time would come too early
-        for the later ones, and each would need a read of its own."""
+        confirmed (its last one's sample + CONFIRM_AFTER), the earliest such
+        time later than ``after`` (the last read's start: a read's suspicions
+        whose confirming read was made wait for the next whole read), or None.
+        A read spreads over time (loop turns, TCG): a confirming read due at
+        its first suspicion's time would come too early for the later ones,
+        and each would need a read of its own."""
         last: dict[float, float] = {}  # read start -> its last suspicion's sample
         for k in self._suspects:
             p = self._peers[k]
             last[p.raised_in] = max(last.get(p.raised_in, p.raised), p.raised)
-        return min(last.values()) + CONFIRM_AFTER if last else None
+        due = [t + CONFIRM_AFTER for t in last.values() if t + CONFIRM_AFTER > after]
+        return min(due) if due else None
 
     def suspects(self) -> set[tuple[int, int]]:
         """Links ((netns, ifindex)) with a suspicion waiting for its confirming read."""
@@ -341,8 +344,8 @@ def samples_from_messages(messages, ifname: str, ifindex: int, netns: int = 0,
                           netns_name: str = "self") -> list[PeerSample]:
     """Peers from the WG_CMD_GET_DEVICE reply of one link (pyroute2 wgmsg objects).
 
-    Raises LookupError when the reply is for another ifindex (asked by name,
-    the name now belongs to another link). A peer whose allowed IPs spill into the next
+    Raises LookupError when the reply is for another ifindex than the one
+    asked for (a check: WireGuardGenl asks by ifindex). A peer whose allowed IPs spill into the next
     message is repeated there with only its key and allowed IPs (kernel:
     wg_get_device_dump): only the part carrying counters is taken.
     """
@@ -473,9 +476,9 @@ class StallWatch:
             return now
         if self.next_due is None:
             self.next_due = now  # first read at once: the baseline
-        confirm = self.detector.confirm_due()
-        if confirm is None or confirm <= self._last_poll:
-            # No suspicion, or its confirming read was made. With nothing to
+        confirm = self.detector.confirm_due(after=self._last_poll)
+        if confirm is None:
+            # No suspicion, or every confirming read was made. With nothing to
             # watch at the last read, no wake-up of its own: the next loop turn
             # after next_due (an event, the resync) starts the next read.
             return self.next_due if self._watching else None
@@ -543,7 +546,7 @@ class StallWatch:
             did_one = True
             ns, name, ifindex = self._queue.pop()
             if ns.released:
-                continue  # released since the read began: its peers go at the next read
+                continue  # released since the read began (release() forgot its peers)
             link = (ns.id.ino, ifindex)
             try:
                 samples = self.reader.read(ns, name, ifindex)
@@ -566,7 +569,10 @@ class StallWatch:
         queued of it is read."""
         keep = [link for link in self.detector.links() if link[0] != netns]
         self._log(self.detector.retain(keep, "network namespace released"))
+        reading = bool(self._queue)
         self._queue = [q for q in self._queue if q[0].id.ino != netns]
+        if reading and not self._queue:
+            self.reads += 1  # the read under way is over: nothing else was left in it
         self.read_errors = {k: v for k, v in self.read_errors.items() if k[0] != netns}
 
     def stalled(self) -> list[tuple[str, int, int, str]]:

@@ -627,8 +627,46 @@ def test_a_released_namespace_is_forgotten_at_once():
     spaces.own, spaces.by_id, spaces.log = Space(own_ns, rec), {tenant_ns.id: space}, RecordingLog()
     spaces._seen, spaces._touched, spaces._waiting, spaces._generation = {}, set(), set(), 0
     spaces.on_release = lambda ns: watch.release(ns.id.ino)
+    watch._queue = [(tenant_ns, "wg0", 7)]  # a read under way, only the tenant's link left in it
+    reads = watch.reads
     spaces.release(space, "gone")
+    assert watch._queue == [] and watch.reads == reads + 1  # that read is over
     assert closed == [[("wg0", OWN.id.ino, 7, KEY)]]  # forgotten before the namespace was closed
     assert log.kinds()[-1] == "peer-stall-forgotten"
     assert "network namespace released" in log.events[-1][2] and TENANT.name in log.events[-1][2]
     assert watch.read_errors == {}
+
+
+def test_a_later_reads_suspicion_gets_its_own_confirming_read():
+    """Peer A's confirming read could not confirm it (no sign of life yet);
+    peer B of the same link was raised by that read: B's confirming read comes
+    12 s later, not at the next whole read a window on (the earliest read's
+    due time, already past, hid it)."""
+    W60 = 60.0
+    log, reader = RecordingLog(), FakeReader()
+    watch = StallWatch(log, W60, reader)
+    det = watch.detector
+    a, b = Sim(det, KEY), Sim(det, OTHER)
+    links = [(OWN, "wg0", 7)]
+
+    def poll(at: float, a_counters: dict, b_counters: dict):
+        for sim, counters in ((a, a_counters), (b, b_counters)):
+            sim.advance(at - sim.t, **counters)
+        reader.peers[7] = [a.sample(), b.sample()]
+        assert watch.due(at) is not None and watch.due(at) <= at
+        return watch.poll(links, at, a.wall)
+
+    busy = dict(tx=BUSY_TX, rx=BUSY_RX, handshake=True)
+    watch.due(1000.0)
+    poll(1000.0, {}, {})  # baseline
+    poll(1000.0 + W60, busy, busy)
+    poll(1000.0 + 2 * W60, dict(tx=BUSY_TX), busy)  # A: sent data, nothing back
+    assert watch.due(a.t) == pytest.approx(a.t + CONFIRM_AFTER)
+    raised_a = a.t
+    # A's confirming read: still nothing from A, not even a handshake (no sign
+    # of life: not confirmed); B now sent data and got nothing back either.
+    assert poll(raised_a + CONFIRM_AFTER, dict(tx=500), dict(tx=BUSY_TX)) == []
+    assert watch.due(a.t) == pytest.approx(a.t + CONFIRM_AFTER)  # B's, before next_due
+    assert watch.due(a.t) < raised_a + W60
+    changes = poll(a.t + CONFIRM_AFTER, {}, dict(tx=500, rx=92, handshake=True))
+    assert [(c.kind, c.public_key) for c in changes] == [("stalled", OTHER)]

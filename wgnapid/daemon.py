@@ -360,7 +360,7 @@ class Daemon:
         from wgnapid.napithreads import NapiThreads
 
         started = time.thread_time()
-        threads = NapiThreads().per_link((st.netns, st.name) for st in self._links())
+        threads = NapiThreads().per_link((st.netns, st.ifindex, st.name) for st in self._links())
         doc = self.status_document()
         self.metrics.write(doc, threads, collect_cpu=time.thread_time() - started)
 

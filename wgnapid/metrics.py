@@ -40,11 +40,11 @@ def available() -> bool:
     return CollectorRegistry is not None
 
 
-def families(doc: dict, threads: dict[str, tuple[int, float]]) -> list:
+def families(doc: dict, threads: dict[tuple[int, int], tuple[int, float]]) -> list:
     """The metric families for one daemon status document.
 
     ``doc``: Daemon.status_document(); ``threads``: {(netns inode,
-    interface): (NAPI thread count, their CPU seconds)}
+    ifindex): (NAPI thread count, their CPU seconds)}
     (NapiThreads.per_link). A link missing from it has no NAPI-thread series:
     its threads cannot be told from another link's, or are not visible here,
     and a 0 would be false.
@@ -77,7 +77,7 @@ def families(doc: dict, threads: dict[str, tuple[int, float]]) -> list:
             wanted.add_metric(labels, 1 if link["wanted"] == "on" else 0)
         if link.get("current") is not None:
             current.add_metric(labels, link["current"])
-        figures = threads.get((link.get("netns", doc.get("netns")), link["name"]))
+        figures = threads.get((link.get("netns", doc.get("netns")), link.get("ifindex")))
         if figures is not None:
             nthreads.add_metric(labels, figures[0])
             cpu.add_metric(labels, figures[1])
@@ -159,7 +159,7 @@ class MetricsFile:
             return 0.0
         return self.written_at + max(MIN_INTERVAL, self.cost / MAX_CPU_SHARE)
 
-    def write(self, doc: dict, threads: dict[tuple[int, str], tuple[int, float]], *,
+    def write(self, doc: dict, threads: dict[tuple[int, int], tuple[int, float]], *,
               collect_cpu: float = 0.0) -> bool:
         """Write now (the caller checked next_due). True when the file was replaced.
         ``collect_cpu``: CPU seconds the caller spent collecting ``doc`` and
@@ -174,7 +174,7 @@ class MetricsFile:
         finally:
             self.cost = collect_cpu + time.thread_time() - started
 
-    def _write(self, doc: dict, threads: dict[tuple[int, str], tuple[int, float]]) -> bool:
+    def _write(self, doc: dict, threads: dict[tuple[int, int], tuple[int, float]]) -> bool:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Doc(families(doc, threads)))
         # The service's UMask=0077 would leave the file unreadable for node_exporter.

@@ -427,9 +427,10 @@ class NapiThreads:
     def count(self, ifname: str) -> int:
         return len(self.of(ifname).threads)
 
-    def per_link(self, links) -> dict[tuple[int, str], tuple[int, float]]:
-        """{(netns, name): (thread count, their CPU seconds)} for ``links``,
-        (netns inode, link name) pairs: every covered link, in every namespace.
+    def per_link(self, links) -> dict[tuple[int, int], tuple[int, float]]:
+        """{(netns, ifindex): (thread count, their CPU seconds)} for ``links``,
+        (netns inode, ifindex, link name) triples: every covered link, in every
+        namespace.
         Left out, as no figure is better than another link's: a link whose
         threads cannot be told apart from another's (a link of the same name
         in another of the namespaces; a cut thread name that fits another
@@ -438,13 +439,13 @@ class NapiThreads:
         links = list(links)
         if not self.visible:
             return {}
-        known = self.known({name for _, name in links})
+        known = self.known({name for *_, name in links})
         namesakes: dict[str, int] = {}
-        for _, name in links:
+        for *_, name in links:
             namesakes[name] = namesakes.get(name, 0) + 1
         out = {}
-        for netns, name in links:
+        for netns, ifindex, name in links:
             lt = self.of(name, known, elsewhere=namesakes[name] - 1)
             if not lt.ambiguous:
-                out[(netns, name)] = (len(lt.threads), sum(t.cpu_seconds for t in lt.threads))
+                out[(netns, ifindex)] = (len(lt.threads), sum(t.cpu_seconds for t in lt.threads))
         return out

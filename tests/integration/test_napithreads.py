@@ -305,8 +305,8 @@ def test_metrics_file_is_never_seen_half_written(tmp_path):
 
     path = tmp_path / "m.prom"
     mf = MetricsFile(str(path), Log())
-    links = [{"name": f"wg{i}", "kind": "wireguard", "rule": "r", "wanted": "on", "current": 1,
-              "state": "threaded"} for i in range(300)]
+    links = [{"name": f"wg{i}", "ifindex": 100 + i, "kind": "wireguard", "rule": "r", "wanted": "on",
+              "current": 1, "state": "threaded"} for i in range(300)]
     doc = {"netns": 1, "links": links, "summary": {"threaded": 300}, "stats": {}, "kernel": {}}
     mf.write(doc, {})
     done, reads, bad = threading.Event(), [0], []
@@ -323,7 +323,7 @@ def test_metrics_file_is_never_seen_half_written(tmp_path):
     try:
         for i in range(300):
             doc["stats"] = {"writes": i}
-            assert mf.write(doc, {(1, f"wg{j}"): (1, i / 10) for j in range(300)})
+            assert mf.write(doc, {(1, 100 + j): (1, i / 10) for j in range(300)})
     finally:
         done.set()
         t.join()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -440,9 +441,7 @@ class NapiThreads:
         if not self.visible:
             return {}
         known = self.known({name for *_, name in links})
-        namesakes: dict[str, int] = {}
-        for *_, name in links:
-            namesakes[name] = namesakes.get(name, 0) + 1
+        namesakes = Counter(name for *_, name in links)
         out = {}
         for netns, ifindex, name in links:
             lt = self.of(name, known, elsewhere=namesakes[name] - 1)
